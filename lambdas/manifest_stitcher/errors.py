@@ -1,0 +1,74 @@
+"""Errors of the stitch contract.
+
+Each class name is the error name a Step Functions workflow sees (Lambda puts
+the exception's class name in ``errorType``), so a workflow can Retry or Catch
+by name. Every message names the bad value and what was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class StitchError(Exception):
+    """Base of every error the stitcher raises on purpose."""
+
+    #: Exit status of the ``ecr-multiarch`` command line for this error.
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, moved_tags: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        #: Tags that already point at the new index when a later tag failed.
+        self.moved_tags: tuple[str, ...] = tuple(moved_tags)
+
+    @property
+    def error_name(self) -> str:
+        """The Step Functions error name (the class name)."""
+        return type(self).__name__
+
+
+class InvalidStitchRequest(StitchError):
+    """The request does not fit the contract; nothing was read or written."""
+
+    exit_code = 2
+
+
+class ImageNotFound(StitchError):
+    """A digest or tag is not in the repository."""
+
+    exit_code = 3
+
+
+class PlatformConflict(StitchError):
+    """Two children resolve to the same (normalized) platform."""
+
+    exit_code = 4
+
+
+class UnsupportedMediaType(StitchError):
+    """A child is neither an image manifest nor an image index, or the index is too big."""
+
+    exit_code = 4
+
+
+class TagImmutable(StitchError):
+    """A tag already points at another image in an immutable repository."""
+
+    exit_code = 5
+
+
+class RegistryUnavailable(StitchError):
+    """Throttling, server or network errors that still failed after retries."""
+
+    exit_code = 6
+
+
+ERRORS: tuple[type[StitchError], ...] = (
+    InvalidStitchRequest,
+    ImageNotFound,
+    PlatformConflict,
+    UnsupportedMediaType,
+    TagImmutable,
+    RegistryUnavailable,
+)
+"""Every error of the contract, in the order of DESIGN.md's table."""
