@@ -106,7 +106,11 @@ class Descriptor:
 
     def to_json(self) -> dict[str, Any]:
         """The descriptor object as it appears in ``manifests``."""
-        out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        out: dict[str, Any] = {
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": self.size,
+        }
         if self.artifact_type:
             out["artifactType"] = self.artifact_type
         if self.platform is not None:

@@ -154,15 +154,32 @@ def build_attestation(subject: Image, *, builder_id: str = "ecr-multiarch") -> I
         "_type": "https://in-toto.io/Statement/v0.1",
         "predicateType": "https://slsa.dev/provenance/v0.2",
         "subject": [{"name": "_", "digest": {"sha256": subject.digest.removeprefix("sha256:")}}],
-        "predicate": {"builder": {"id": builder_id}, "buildType": "https://mobyproject.org/buildkit@v1"},
+        "predicate": {
+            "builder": {"id": builder_id},
+            "buildType": "https://mobyproject.org/buildkit@v1",
+        },
     }
     layer = Blob(IN_TOTO, canonical_json(statement))
-    config = Blob(OCI_CONFIG, canonical_json({"architecture": "unknown", "os": "unknown", "config": {}, "rootfs": {"type": "layers", "diff_ids": [layer.digest]}}))
+    config = Blob(
+        OCI_CONFIG,
+        canonical_json(
+            {
+                "architecture": "unknown",
+                "os": "unknown",
+                "config": {},
+                "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
+            }
+        ),
+    )
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": config.descriptor(),
-        "layers": [layer.descriptor(annotations={"in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2"})],
+        "layers": [
+            layer.descriptor(
+                annotations={"in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2"}
+            )
+        ],
     }
     return Image(Blob(OCI_MANIFEST, canonical_json(manifest)), (config, layer), None)
 
