@@ -66,6 +66,7 @@ UNKNOWN = "unknown"
 # The OCI digest grammar; the algorithms we can verify are checked separately.
 _DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
 _HASHES = {"sha256": 64, "sha512": 128}
+_LOWER_HEX = re.compile(r"^[a-f0-9]+$")
 
 _ACCEPTED = (
     f"an image manifest ({DOCKER_MANIFEST} or {OCI_MANIFEST}, with a "
@@ -126,7 +127,7 @@ def verify_digest(digest: str, data: bytes, *, what: str) -> None:
     """
     algorithm, _, encoded = digest.partition(":")
     length = _HASHES.get(algorithm)
-    if length is None or len(encoded) != length or not _DIGEST.match(digest):
+    if length is None or len(encoded) != length or not _LOWER_HEX.match(encoded):
         raise UnsupportedMediaType(
             f"{what}: digest {digest!r} cannot be verified; expected 'sha256:' or 'sha512:' "
             "followed by lowercase hex"
