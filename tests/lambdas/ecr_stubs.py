@@ -1,0 +1,214 @@
+"""Test doubles for the ECR adapter: a stubbed botocore client and a blob server on loopback.
+
+botocore's ``Stubber`` validates every request and every canned response
+against the real ECR API model; ``ConcurrentStubber`` keeps that but lets
+calls made from a thread pool take their responses in any order.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pprint import pformat
+from typing import Any
+
+import botocore.session
+from botocore.config import Config
+from botocore.stub import StubAssertionError, Stubber, UnStubbedResponseError
+
+from ecr_multiarch.local.images import Image
+from manifest_stitcher.contract import MANIFEST_MEDIA_TYPES
+
+ACCOUNT = "123456789012"
+REGION = "eu-west-1"
+ACCEPTED = list(MANIFEST_MEDIA_TYPES)
+
+
+@functools.cache
+def _session() -> Any:
+    # One session for the tests: it caches the loaded ECR model between clients.
+    return botocore.session.get_session()
+
+
+def ecr_client(region: str = REGION, **config: Any) -> Any:
+    """A real botocore ECR client with dummy credentials (the Stubber answers every call)."""
+    return _session().create_client(
+        "ecr",
+        region_name=region,
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="secret",
+        config=Config(**config) if config else None,
+    )
+
+
+class ConcurrentStubber(Stubber):
+    """A Stubber whose calls take the first queued response of their operation and params.
+
+    Calls made from a thread pool arrive in any order; plain ``Stubber`` insists
+    on queue order. Requests and responses are still validated against the model.
+    """
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self._lock = threading.Lock()
+        self._claimed = threading.local()
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def _assert_expected_params(
+        self, model: Any, params: dict[str, Any], context: Any, **kwargs: Any
+    ) -> None:
+        if self._should_not_stub(context):
+            return
+        with self._lock:
+            self.calls.append((model.name, dict(params)))
+            for item in self._queue:
+                expected = item["expected_params"]
+                if item["operation_name"] == model.name and (
+                    expected is None
+                    or (
+                        sorted(expected) == sorted(params)
+                        and all(expected[k] == params[k] for k in expected)
+                    )
+                ):
+                    self._queue.remove(item)
+                    self._claimed.item = item
+                    return
+        if any(item["operation_name"] == model.name for item in self._queue):
+            raise StubAssertionError(
+                operation_name=model.name,
+                reason=f"no queued response expects these parameters:\n{pformat(params)}",
+            )
+        raise UnStubbedResponseError(operation_name=model.name, reason="unexpected call")
+
+    def _get_response_handler(self, model: Any, params: Any, context: Any, **kwargs: Any) -> Any:
+        item = self._claimed.__dict__.pop("item", None)
+        if item is None:
+            raise UnStubbedResponseError(operation_name=model.name, reason="unexpected call")
+        return item["response"]
+
+
+def count_calls(client: Any) -> dict[str, int]:
+    """Count every API call made with ``client`` by operation name (live dict)."""
+    counts: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def record(model: Any, **_: Any) -> None:
+        with lock:
+            counts[model.name] = counts.get(model.name, 0) + 1
+
+    client.meta.events.register("before-parameter-build.ecr.*", record)
+    return counts
+
+
+def image_entry(
+    image: Image, *, tag: str | None = None, registry_id: str = ACCOUNT, repository: str = "hello"
+) -> dict[str, Any]:
+    """A BatchGetImage ``images[]`` entry for ``image`` as ECR returns it."""
+    image_id = {"imageDigest": image.digest}
+    if tag is not None:
+        image_id["imageTag"] = tag
+    return {
+        "registryId": registry_id,
+        "repositoryName": repository,
+        "imageId": image_id,
+        "imageManifest": image.manifest.data.decode("utf-8"),
+        "imageManifestMediaType": image.media_type,
+    }
+
+
+def batch_get_params(
+    ids: Sequence[Mapping[str, str]], *, repository: str = "hello", registry_id: str | None = None
+) -> dict[str, Any]:
+    """The exact BatchGetImage request the adapter must send."""
+    params: dict[str, Any] = {
+        "repositoryName": repository,
+        "imageIds": [dict(i) for i in ids],
+        "acceptedMediaTypes": ACCEPTED,
+    }
+    if registry_id:
+        params["registryId"] = registry_id
+    return params
+
+
+@dataclass
+class BlobServer:
+    """Serves blobs at ``/blobs/<digest>`` on 127.0.0.1, like a pre-signed S3 URL."""
+
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    delay: float = 0.0
+    status: dict[str, list[int]] = field(default_factory=dict)
+    """Per digest, HTTP statuses to answer before serving the blob (consumed in order)."""
+    corrupt: set[str] = field(default_factory=set)
+    gets: list[str] = field(default_factory=list)
+    port: int = 0
+
+    def add(self, *blobs: Any) -> None:
+        """Serve these ``ecr_multiarch.local.images.Blob``s."""
+        for blob in blobs:
+            self.blobs[blob.digest] = blob.data
+
+    def url(self, digest: str) -> str:
+        """The "pre-signed" URL of ``digest``."""
+        return f"http://127.0.0.1:{self.port}/blobs/{digest}?X-Amz-Signature=test"
+
+    @contextmanager
+    def running(self) -> Iterator[BlobServer]:
+        """Run the server in a thread on a free port for the block."""
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if owner.delay:
+                    time.sleep(owner.delay)
+                digest = self.path.split("?", 1)[0].removeprefix("/blobs/")
+                owner.gets.append(digest)
+                statuses = owner.status.get(digest)
+                if statuses:
+                    self.send_error(statuses.pop(0))
+                    return
+                data = owner.blobs.get(digest)
+                if data is None:
+                    self.send_error(404)
+                    return
+                if digest in owner.corrupt:
+                    data = data + b" "
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        self.port = server.server_address[1]
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+
+
+def sha256(data: bytes) -> str:
+    """``sha256:<hex>``."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def config_blob(image: Image) -> Any:
+    """The config blob of an image built by ``build_image``."""
+    return image.blobs[0]
+
+
+def digests(images: Iterable[Image]) -> list[str]:
+    """Digests of ``images`` in order."""
+    return [i.digest for i in images]
