@@ -328,9 +328,7 @@ def _index_descriptor(entry: Any, *, what: str) -> Descriptor:
         media_type=media_type,
         digest=digest,
         size=size,
-        platform=None
-        if platform is None
-        else platform_from_json(platform, what=f"{what} {digest}"),
+        platform=None if platform is None else platform_from_json(platform, what=where),
         annotations=_annotations(entry.get("annotations"), what=where),
         artifact_type=artifact_type if isinstance(artifact_type, str) else None,
     )
@@ -391,7 +389,7 @@ def _expand_index(
         subject = att.annotations.get(REFERENCE_DIGEST)
         if subject in subjects:
             kept.append(att)
-        elif wanted is None or subject is None:
+        elif attestations == "keep" and (wanted is None or subject is None):
             warnings.append(
                 f"{what}: left out attestation {att.digest}: its subject {subject or '(none)'} "
                 "is not an image of this index"
@@ -427,6 +425,11 @@ def expand_children(
             continue
         what = _describe(child)
         config_digest = _image_config_digest(media_type, data, what=what)
+        if _is_unknown(child.ref.platform):
+            raise InvalidStitchRequest(
+                f"images: {what} is given platform unknown/unknown, which marks attestation "
+                "manifests; give the image's real platform, or leave it out to read the config"
+            )
         descriptor = Descriptor(media_type, child.digest, child.size, child.ref.platform)
         images.append(PlatformEntry(descriptor, config_digest, what))
     return Children(tuple(images), tuple(kept), tuple(warnings))

@@ -73,10 +73,9 @@ def stitch(request: StitchRequest, registry: Registry) -> StitchResult:
     # that silently returns fewer manifests, which would otherwise drop a platform.
     answered = {m.ref for m in fetched}
     missing = [str(ref) for ref in refs if ref not in answered]
-    if missing or len(fetched) != len(refs):
+    if missing:
         raise ImageNotFound(
-            f"not found in repository {registry.repository!r}: "
-            f"{', '.join(missing) or f'{len(refs)} asked, {len(fetched)} returned'}"
+            f"not found in repository {registry.repository!r}: {', '.join(missing)}"
         )
     children = core.expand_children(fetched, attestations=request.attestations)
     needed = children.config_digests

@@ -334,6 +334,22 @@ def test_an_attestation_without_its_subject_is_left_out_with_a_warning() -> None
     assert image(ARM64).digest in warnings[0]
 
 
+def test_stray_attestations_are_left_out_silently_when_dropping() -> None:
+    amd = image(AMD64)
+    unannotated = build_attestation(amd)
+    body = _index_of(
+        amd.manifest.descriptor(platform=AMD64.to_json()),
+        unannotated.manifest.descriptor(platform={"architecture": "unknown", "os": "unknown"}),
+    )
+    kept, keep_warnings = run([raw(OCI_INDEX, body)])
+    dropped, drop_warnings = run([raw(OCI_INDEX, body)], attestations="drop")
+    assert kept.body == dropped.body
+    assert [d for d, _ in entries(kept)] == [amd.digest]
+    assert len(keep_warnings) == 1
+    assert "(none)" in keep_warnings[0]
+    assert drop_warnings == ()
+
+
 def test_the_same_children_twice_are_one_entry_each() -> None:
     index_image, _ = buildx_index(ARM64, AMD64)
     amd = image(AMD64)
@@ -455,6 +471,12 @@ def test_an_explicit_platform_is_used_as_given_without_reading_the_config() -> N
     index, warnings = run([fetched(arm, platform=Platform("linux", "arm", "v7"))], configs={})
     assert entries(index) == [(arm.digest, "linux/arm/v7")]
     assert warnings == ()
+
+
+def test_an_explicit_unknown_platform_is_refused() -> None:
+    unknown = Platform("unknown", "unknown")
+    with pytest.raises(InvalidStitchRequest, match="unknown/unknown"):
+        core.expand_children([fetched(image(AMD64), platform=unknown)])
 
 
 def test_an_explicit_platform_that_disagrees_with_a_config_read_anyway_is_a_warning() -> None:
