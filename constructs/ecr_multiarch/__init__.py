@@ -1,0 +1,57 @@
+"""AWS CDK constructs that turn every commit into one multi-architecture image in Amazon ECR.
+
+``MultiArchImagePipeline`` is the whole pipeline; ``Platform``, ``Source``,
+``PlatformBuild``, ``ManifestStitcher`` and ``MultiArchRepository`` are its
+parts, each usable alone. The names are imported lazily, so that importing
+``ecr_multiarch`` (as the ``ecr-multiarch`` command line does) loads neither
+aws_cdk nor boto3.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ManifestStitcher",
+    "MultiArchImagePipeline",
+    "MultiArchRepository",
+    "Platform",
+    "PlatformBuild",
+    "Source",
+    "__version__",
+]
+
+# public name -> submodule defining it
+_EXPORTS = {
+    "ManifestStitcher": "stitcher",
+    "MultiArchImagePipeline": "pipeline",
+    "MultiArchRepository": "repository",
+    "Platform": "platform",
+    "PlatformBuild": "build",
+    "Source": "source",
+}
+
+if TYPE_CHECKING:
+    from .build import PlatformBuild
+    from .pipeline import MultiArchImagePipeline
+    from .platform import Platform
+    from .repository import MultiArchRepository
+    from .source import Source
+    from .stitcher import ManifestStitcher
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public construct on first use (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ecr_multiarch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,555 @@
+"""A commit-to-multi-architecture-image pipeline: parallel native builds, one stitch, events."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from aws_cdk import Annotations, Duration, Stack, Token
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_events as events
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+
+from constructs import Construct
+
+from .build import PlatformBuild
+from .platform import Platform
+from .repository import CACHE_TAG_PREFIX, MultiArchRepository
+from .source import Source, SourceTrigger
+from .stitcher import ManifestStitcher
+
+__all__ = ["EVENT_DETAIL_TYPE", "EVENT_SOURCE", "MultiArchImagePipeline"]
+
+EVENT_SOURCE = "ecr-multiarch"
+"""The ``source`` of the EventBridge event published for every new image."""
+EVENT_DETAIL_TYPE = "Multi-architecture image published"
+"""The ``detail-type`` of the EventBridge event published for every new image."""
+
+MIN_COMMIT_LENGTH = 7
+MAX_COMMIT_LENGTH = 40
+# ECR allows 5 mutability exclusion filters; the repository keeps two for
+# ``latest`` and ``buildcache-*``, which leaves three for moving extra tags.
+MAX_EXTRA_TAGS_NEW_REPOSITORY = 3
+MAX_TIMEOUT = Duration.days(365)
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_DEFAULT_PLATFORMS = (Platform.LINUX_AMD64, Platform.LINUX_ARM64)
+
+
+class MultiArchImagePipeline(Construct):
+    """Turns every commit into one multi-architecture image in ECR.
+
+    A Step Functions state machine builds each platform natively in parallel
+    (CodeBuild ``.sync``, one project per platform), stitches the pushed
+    per-platform images into one image index with the ``ManifestStitcher``
+    Lambda (no third build, no Docker), tags it with the short commit (plus
+    ``latest`` on the default branch, the git tag when one was pushed and any
+    ``extra_tags``), and publishes an EventBridge event. Any failure is sent to
+    an SNS topic with the failed state, the error, the cause and a console
+    link, and a CloudWatch alarm on failed or timed-out executions notifies
+    the same topic.
+
+    State names (stable, other tools rely on them): ``BuildPlatforms``
+    (Parallel; one branch per platform with the task ``Build <slug>``),
+    ``Stitch``, ``PublishImageEvent``, and on failure ``<state>Failed``
+    (records the failed state), ``NotifyFailure`` then ``Failed``;
+    ``InvalidInput`` when the input has no commit. ``CheckInput``,
+    ``ApplyDefaults`` and ``MergeInput`` run first.
+
+    Execution input: ``{"commit": "<sha>", "branch": "main", "gitTag": ""}``;
+    ``branch`` defaults to the source's default branch and ``gitTag`` to none,
+    so ``{"commit": "<sha>"}`` is enough for a manual start.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        source: Source,
+        platforms: Sequence[Platform] = _DEFAULT_PLATFORMS,
+        repository: ecr.IRepository | None = None,
+        dockerfile: str = "Dockerfile",
+        context: str = ".",
+        target: str | None = None,
+        build_args: dict[str, str] | None = None,
+        buildspec: codebuild.BuildSpec | None = None,
+        commit_length: int = 7,
+        default_branch: str | None = None,
+        extra_tags: Sequence[str] = (),
+        notification_topic: sns.ITopic | None = None,
+        event_bus: events.IEventBus | None = None,
+        timeout: Duration | None = None,
+        log_retention: logs.RetentionDays = logs.RetentionDays.THREE_MONTHS,
+    ) -> None:
+        """Create the builds, the stitcher, the state machine, its trigger and its alarm.
+
+        :param source: where the builds check out their code and what starts the workflow
+            (``Source.code_commit``, ``Source.connection``, ``Source.s3`` or ``Source.manual``).
+        :param platforms: the platforms of the image. Default: ``linux/amd64`` and
+            ``linux/arm64``, each built natively. An emulated platform (e.g.
+            ``Platform.LINUX_ARM_V7``) needs its native host among the platforms.
+        :param repository: the ECR repository of the images. Default: a new
+            ``MultiArchRepository`` (scan on push, commit tags immutable, ``latest`` and
+            the ``extra_tags`` mutable, retained on stack deletion).
+        :param dockerfile: Default: ``Dockerfile`` (relative to the checked-out source).
+        :param context: the build context directory. Default: ``.`` (the source root).
+        :param target: the Dockerfile stage to build. Default: the last stage.
+        :param build_args: ``--build-arg`` values. Default: none.
+        :param buildspec: a buildspec replacing the generated one; it must export
+            ``IMAGE_DIGEST``, ``IMAGE_TAGS`` and ``SOURCE_COMMIT``. Default: the generated
+            buildx buildspec with the registry cache.
+        :param commit_length: characters of the commit in the image tag (7-40). Default: 7.
+        :param default_branch: the branch whose builds also get ``latest``.
+            Default: the source's branch.
+        :param extra_tags: more tags every image gets (they move with each build).
+            Default: none.
+        :param notification_topic: where failures and the alarm are sent.
+            Default: a new SNS topic that only accepts TLS.
+        :param event_bus: where the image event goes. Default: the account's default bus.
+        :param timeout: the execution timeout (up to 365 days). Default: 2 hours.
+        :param log_retention: how long execution logs are kept. Default: three months.
+        """
+        super().__init__(scope, id)
+        platforms = tuple(platforms)
+        extra_tags = tuple(extra_tags)
+        branch = (
+            default_branch if default_branch is not None else getattr(source, "default_branch", "")
+        )
+        _validate(
+            source=source,
+            platforms=platforms,
+            commit_length=commit_length,
+            default_branch=branch,
+            extra_tags=extra_tags,
+            timeout=timeout,
+            repository=repository,
+        )
+        self.source = source
+        """The source the builds check out."""
+        self.platforms: tuple[Platform, ...] = platforms
+        """The platforms of every image, in the order given."""
+        self.default_branch = branch
+        """The branch whose builds also move ``latest``."""
+
+        self.repository: ecr.IRepository = repository or MultiArchRepository(
+            self,
+            "Repository",
+            mutable_tags=("latest", *extra_tags),
+            cache_platforms=platforms,
+        )
+        """The ECR repository holding the per-platform images and the index."""
+
+        self.stitcher = ManifestStitcher(self, "Stitcher", repositories=[self.repository])
+        """The Lambda function that stitches the per-platform images into one index."""
+
+        builds_scope = Construct(self, "Builds")
+        self.builds: dict[str, PlatformBuild] = {
+            platform.slug: PlatformBuild(
+                builds_scope,
+                _pascal(platform.slug),
+                repository=self.repository,
+                platform=platform,
+                source=source.build_source,
+                dockerfile=dockerfile,
+                context=context,
+                target=target,
+                build_args=build_args,
+                buildspec=buildspec,
+                commit_length=commit_length,
+                default_branch=branch,
+                extra_tags=extra_tags,
+            )
+            for platform in platforms
+        }
+        """One ``PlatformBuild`` (CodeBuild project) per platform, keyed by platform slug."""
+
+        self.topic: sns.ITopic = notification_topic or sns.Topic(
+            self, "Notifications", display_name="ecr-multiarch image pipeline", enforce_ssl=True
+        )
+        """The SNS topic receiving failure notifications and the alarm."""
+        self.event_bus: events.IEventBus = event_bus or events.EventBus.from_event_bus_name(
+            self, "DefaultEventBus", "default"
+        )
+        """The event bus receiving an event for every published image."""
+
+        self.log_group = logs.LogGroup(self, "ExecutionLogs", retention=log_retention)
+        """The CloudWatch log group of the executions (level ALL, with execution data)."""
+        self.state_machine = sfn.StateMachine(
+            self,
+            "StateMachine",
+            definition_body=sfn.DefinitionBody.from_chainable(self._definition()),
+            state_machine_type=sfn.StateMachineType.STANDARD,
+            timeout=timeout or Duration.hours(2),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(
+                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
+            ),
+            comment="Builds every platform in parallel, stitches one multi-architecture index",
+        )
+        """The Step Functions state machine running one execution per commit."""
+
+        self.trigger: SourceTrigger = source.bind(Construct(self, "Trigger"), self.state_machine)
+        """What the source created to start executions (rules or a CodePipeline pipeline)."""
+
+        self.alarm = self._failure_alarm()
+        """Alarms when an execution fails or times out; notifies ``topic``."""
+
+        if source.kind == "manual" and source.build_source is None and buildspec is None:
+            Annotations.of(self).add_warning_v2(
+                "ecr-multiarch:no-build-source",
+                "Source.manual() without a build source: the builds have no code to check out "
+                "and the generated buildspec builds an empty context. Pass a CodeBuild source "
+                "to Source.manual(...) or a buildspec that fetches the code.",
+            )
+
+    def grant_start_execution(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Let ``grantee`` start executions (for your own triggers)."""
+        return self.state_machine.grant_start_execution(grantee)
+
+    # ------------------------------------------------------------------ workflow
+
+    def _definition(self) -> sfn.IChainable:
+        notify = self._notify_failure()
+
+        check_input = sfn.Choice(
+            self,
+            "CheckInput",
+            comment="An execution needs the commit to build",
+        )
+        invalid_input = sfn.Pass(
+            self,
+            "InvalidInput",
+            parameters={
+                "failedState": "CheckInput",
+                "failure": {
+                    "Error": "InvalidExecutionInput",
+                    "Cause": _input_help(self.source),
+                },
+            },
+        )
+        defaults: dict[str, Any] = {"branch": self.default_branch, "gitTag": ""}
+        apply_defaults = sfn.Pass(
+            self,
+            "ApplyDefaults",
+            comment="Fills in branch and gitTag when a manual start leaves them out",
+            parameters={"defaults": defaults, "input": sfn.JsonPath.entire_payload},
+        )
+        merge_input = sfn.Pass(
+            self,
+            "MergeInput",
+            parameters={
+                "input": sfn.JsonPath.json_merge(
+                    sfn.JsonPath.object_at("$.defaults"), sfn.JsonPath.object_at("$.input")
+                )
+            },
+            output_path="$.input",
+        )
+
+        build_platforms = sfn.Parallel(
+            self,
+            "BuildPlatforms",
+            comment="One native (or emulated on its native host) build per platform",
+            result_selector={
+                "images": [
+                    {
+                        "digest": sfn.JsonPath.array_get_item(
+                            sfn.JsonPath.list_at(f"$[{i}].digest"), 0
+                        )
+                    }
+                    for i in range(len(self.platforms))
+                ],
+                "tags": sfn.JsonPath.string_to_json(
+                    sfn.JsonPath.array_get_item(sfn.JsonPath.list_at("$[0].tags"), 0)
+                ),
+                "commit": sfn.JsonPath.array_get_item(sfn.JsonPath.list_at("$[0].commit"), 0),
+            },
+            result_path="$.build",
+        )
+        for platform in self.platforms:
+            build_platforms.branch(self._build_branch(platform))
+
+        stitch = self.stitcher.task(
+            self,
+            "Stitch",
+            payload=sfn.TaskInput.from_object(
+                {
+                    "repositoryName": self.repository.repository_name,
+                    "tags": sfn.JsonPath.list_at("$.build.tags"),
+                    "images": sfn.JsonPath.list_at("$.build.images"),
+                    "annotations": self._annotations(),
+                }
+            ),
+        )
+        publish = tasks.EventBridgePutEvents(
+            self,
+            "PublishImageEvent",
+            entries=[
+                tasks.EventBridgePutEventsEntry(
+                    event_bus=self.event_bus,
+                    source=EVENT_SOURCE,
+                    detail_type=EVENT_DETAIL_TYPE,
+                    detail=sfn.TaskInput.from_object(
+                        {
+                            "repositoryName": self.repository.repository_name,
+                            "digest": sfn.JsonPath.string_at("$.image.digest"),
+                            "mediaType": sfn.JsonPath.string_at("$.image.mediaType"),
+                            "tags": sfn.JsonPath.list_at("$.image.tags"),
+                            "imageUri": sfn.JsonPath.string_at("$.image.imageUri"),
+                            "changed": sfn.JsonPath.string_at("$.image.changed"),
+                            "platforms": [p.name for p in self.platforms],
+                            "commit": sfn.JsonPath.string_at("$.build.commit"),
+                            "branch": sfn.JsonPath.string_at("$.branch"),
+                            "gitTag": sfn.JsonPath.string_at("$.gitTag"),
+                            "execution": sfn.JsonPath.execution_id,
+                        }
+                    ),
+                )
+            ],
+            result_path=sfn.JsonPath.DISCARD,
+        )
+
+        for state in (build_platforms, stitch, publish):
+            caught = sfn.Pass(
+                self,
+                f"{state.state_id}Failed",
+                result=sfn.Result.from_string(state.state_id),
+                result_path="$.failedState",
+            )
+            state.add_catch(caught.next(notify), errors=[sfn.Errors.ALL], result_path="$.failure")
+
+        check_input.when(self._input_is_valid(), apply_defaults)
+        check_input.otherwise(invalid_input.next(notify))
+        apply_defaults.next(merge_input).next(build_platforms).next(stitch).next(publish)
+        return check_input
+
+    def _input_is_valid(self) -> sfn.Condition:
+        conditions = [
+            sfn.Condition.is_present("$.commit"),
+            sfn.Condition.is_string("$.commit"),
+        ]
+        if self.source.source_version_path != "$.commit":
+            path = self.source.source_version_path
+            conditions += [sfn.Condition.is_present(path), sfn.Condition.is_string(path)]
+        return sfn.Condition.and_(*conditions)
+
+    def _build_branch(self, platform: Platform) -> sfn.IChainable:
+        exported = "$.Build.ExportedEnvironmentVariables[?(@.Name == '{}')].Value"
+        task = self.builds[platform.slug].task(
+            self,
+            f"Build {platform.slug}",
+            commit="$.commit",
+            branch="$.branch",
+            git_tag="$.gitTag",
+            comment=f"Builds and pushes the {platform.name} image",
+            # A JSONPath filter picks each exported variable by name; it yields a
+            # one-element list, which BuildPlatforms' result selector unwraps.
+            result_selector={
+                "platform": platform.name,
+                "digest": sfn.JsonPath.list_at(exported.format("IMAGE_DIGEST")),
+                "tags": sfn.JsonPath.list_at(exported.format("IMAGE_TAGS")),
+                "commit": sfn.JsonPath.list_at(exported.format("SOURCE_COMMIT")),
+            },
+        )
+        if self.source.source_version_path != "$.commit":
+            # The checked-out revision is not the commit (an S3 object version):
+            # PlatformBuild.task renders this attribute as the build's SourceVersion.
+            task.source_version = self.source.source_version_path  # type: ignore[attr-defined]
+        return task
+
+    def _annotations(self) -> dict[str, Any]:
+        annotations: dict[str, Any] = {
+            "org.opencontainers.image.revision": sfn.JsonPath.string_at("$.build.commit"),
+        }
+        if self.source.source_url:
+            annotations["org.opencontainers.image.source"] = self.source.source_url
+        return annotations
+
+    def _notify_failure(self) -> sfn.IChainable:
+        region = Stack.of(self).region
+        console = (
+            f"https://{region}.console.aws.amazon.com/states/home?region={region}"
+            "#/v2/executions/details/{}"
+        )
+        notify = tasks.SnsPublish(
+            self,
+            "NotifyFailure",
+            topic=self.topic,
+            subject="ecr-multiarch: multi-architecture image failed",
+            message=sfn.TaskInput.from_object(
+                {
+                    "repositoryName": self.repository.repository_name,
+                    "failedState": sfn.JsonPath.string_at("$.failedState"),
+                    "error": sfn.JsonPath.string_at("$.failure.Error"),
+                    "cause": sfn.JsonPath.string_at("$.failure.Cause"),
+                    "execution": sfn.JsonPath.execution_id,
+                    "input": sfn.JsonPath.object_at("$$.Execution.Input"),
+                    "console": sfn.JsonPath.format(console, sfn.JsonPath.execution_id),
+                }
+            ),
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        failed = sfn.Fail(
+            self,
+            "Failed",
+            error_path="$.failure.Error",
+            cause_path="$.failure.Cause",
+        )
+        # A notification that cannot be sent must not hide the original failure.
+        notify.add_catch(failed, errors=[sfn.Errors.ALL], result_path="$.notifyFailure")
+        return notify.next(failed)
+
+    def _failure_alarm(self) -> cloudwatch.Alarm:
+        failed = self.state_machine.metric_failed(
+            period=Duration.minutes(5), statistic=cloudwatch.Stats.SUM
+        )
+        timed_out = self.state_machine.metric_timed_out(
+            period=Duration.minutes(5), statistic=cloudwatch.Stats.SUM
+        )
+        alarm = cloudwatch.Alarm(
+            self,
+            "FailedExecutionsAlarm",
+            alarm_description="An ecr-multiarch image execution failed or timed out",
+            metric=cloudwatch.MathExpression(
+                expression="FILL(failed, 0) + FILL(timedOut, 0)",
+                using_metrics={"failed": failed, "timedOut": timed_out},
+                label="Failed or timed-out executions",
+                period=Duration.minutes(5),
+            ),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
+        return alarm
+
+
+def _input_help(source: Source) -> str:
+    example = '{"commit": "<full commit sha>", "branch": "main", "gitTag": ""}'
+    if source.source_version_path != "$.commit":
+        example = '{"commit": "<ETag>", "sourceVersion": "<S3 object version id>"}'
+    return f"the execution input needs {example}"
+
+
+def _pascal(slug: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in slug.split("-"))
+
+
+def _validate(
+    *,
+    source: Any,
+    platforms: tuple[Any, ...],
+    commit_length: Any,
+    default_branch: Any,
+    extra_tags: tuple[Any, ...],
+    timeout: Duration | None,
+    repository: ecr.IRepository | None,
+) -> None:
+    problems: list[str] = []
+    if not isinstance(source, Source):
+        problems.append(
+            f"source {source!r} is not a Source; expected Source.code_commit(...), "
+            "Source.connection(...), Source.s3(...) or Source.manual()"
+        )
+    problems += _platform_problems(platforms)
+    if not (isinstance(commit_length, int) and not isinstance(commit_length, bool)) or not (
+        Token.is_unresolved(commit_length)
+        or MIN_COMMIT_LENGTH <= commit_length <= MAX_COMMIT_LENGTH
+    ):
+        problems.append(
+            f"commit_length {commit_length!r} is out of range; expected an integer from "
+            f"{MIN_COMMIT_LENGTH} to {MAX_COMMIT_LENGTH}"
+        )
+    if not isinstance(default_branch, str) or not (
+        Token.is_unresolved(default_branch) or default_branch.strip()
+    ):
+        problems.append(
+            f"default_branch {default_branch!r} is empty; expected the branch that moves "
+            "'latest', e.g. 'main'"
+        )
+    problems += _extra_tag_problems(extra_tags, new_repository=repository is None)
+    if timeout is not None and not Token.is_unresolved(timeout.to_seconds()):
+        seconds = timeout.to_seconds()
+        if not 60 <= seconds <= MAX_TIMEOUT.to_seconds():
+            problems.append(
+                f"timeout {timeout.to_human_string()} is out of range; expected from 1 minute "
+                "to 365 days (the Standard workflow maximum)"
+            )
+    if problems:
+        raise ValueError("Invalid MultiArchImagePipeline: " + "; ".join(problems))
+
+
+def _platform_problems(platforms: tuple[Any, ...]) -> list[str]:
+    if not platforms:
+        return [
+            "platforms is empty; expected at least one Platform, "
+            "e.g. [Platform.LINUX_AMD64, Platform.LINUX_ARM64]"
+        ]
+    problems: list[str] = []
+    seen: set[str] = set()
+    valid: list[Platform] = []
+    for index, platform in enumerate(platforms):
+        if not isinstance(platform, Platform):
+            problems.append(
+                f"platforms[{index}] {platform!r} is not a Platform; expected e.g. "
+                f"Platform.LINUX_ARM64 or Platform.of('linux/arm64')"
+            )
+            continue
+        if platform.name in seen:
+            problems.append(
+                f"platforms[{index}] {platform.name} is a duplicate; each platform may appear once"
+            )
+            continue
+        seen.add(platform.name)
+        valid.append(platform)
+    for platform in valid:
+        host = platform.native_host
+        if not platform.native and host.name not in seen:
+            problems.append(
+                f"platform {platform.name} is emulated on {host.name} CodeBuild hosts but "
+                f"{host.name} is not among the platforms; add Platform.of({host.name!r}) "
+                "(an index of only emulated images would run slowly everywhere that matters)"
+            )
+    return problems
+
+
+def _extra_tag_problems(extra_tags: tuple[Any, ...], *, new_repository: bool) -> list[str]:
+    problems: list[str] = []
+    seen: set[str] = set()
+    for index, tag in enumerate(extra_tags):
+        if isinstance(tag, str) and Token.is_unresolved(tag):
+            continue
+        if not isinstance(tag, str) or not _TAG.match(tag):
+            problems.append(
+                f"extra_tags[{index}] {tag!r} is not a valid image tag; expected 1-128 "
+                "characters of [A-Za-z0-9_.-], not starting with '.' or '-'"
+            )
+        elif tag == "latest":
+            problems.append(
+                "extra_tags contains 'latest', which builds of the default branch already get; "
+                "set default_branch instead"
+            )
+        elif tag.startswith(CACHE_TAG_PREFIX):
+            problems.append(
+                f"extra_tags[{index}] {tag!r} would overwrite the build cache; tags starting "
+                f"with {CACHE_TAG_PREFIX!r} are reserved"
+            )
+        elif tag in seen:
+            problems.append(f"extra_tags[{index}] {tag!r} is a duplicate; give each tag once")
+        else:
+            seen.add(tag)
+    if new_repository and len(extra_tags) > MAX_EXTRA_TAGS_NEW_REPOSITORY:
+        problems.append(
+            f"extra_tags has {len(extra_tags)} tags; a new repository can let at most "
+            f"{MAX_EXTRA_TAGS_NEW_REPOSITORY} extra tags move (ECR allows 5 mutability "
+            "exclusion filters: 'latest', 'buildcache-*' and 3 more), or pass your own repository"
+        )
+    return problems
