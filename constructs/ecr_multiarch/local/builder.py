@@ -1,0 +1,392 @@
+"""A local stand-in for CodeBuild's ``StartBuild`` ``.sync``: the project's real buildspec in bash.
+
+Each build gets a fresh copy of the source tree (what CodeBuild checks out),
+the project's environment variables from the template, the task's overrides
+and CodeBuild's own variables, and runs the buildspec phases the way CodeBuild
+does (commands of a phase stop at the first failure; a failed BUILD still runs
+POST_BUILD; shell state carries across phases). ``docker`` and ``aws`` on its
+PATH are the stand-ins of :mod:`ecr_multiarch.local.shims`. The result has the
+shape Step Functions returns for ``codebuild:startBuild.sync``; a failed build
+raises :class:`BuildFailed`, whose cause is the build's JSON, as the service
+integration does.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .shims import FAIL_ENV, PLATFORM_ENV, REGISTRY_ENV
+from .template import LocalEnvironment
+from .workflow import BuildProject
+
+BASH = shutil.which("bash") or "/bin/bash"
+PHASES = ("INSTALL", "PRE_BUILD", "BUILD", "POST_BUILD")
+_SUPPORTED_OVERRIDES = {
+    "ProjectName",
+    "SourceVersion",
+    "EnvironmentVariablesOverride",
+    "BuildspecOverride",
+    "TimeoutInMinutesOverride",
+    "ComputeTypeOverride",
+    "ImageOverride",
+    "IdempotencyToken",
+}
+_SKIPPED_DIRS = {".git", ".venv", "node_modules", "cdk.out", "__pycache__", ".mypy_cache"}
+
+
+@dataclass(frozen=True)
+class BuildFaults:
+    """Faults injected into one platform's build (tests and demos of the failure paths)."""
+
+    fail: str | None = None
+    """The build fails in ``docker buildx build`` with this message."""
+    produce_platform: str | None = None
+    """The image declares this platform instead of the one asked for."""
+
+
+class BuildFailed(Exception):
+    """The build did not succeed; ``build`` is CodeBuild's build object."""
+
+    def __init__(self, build: Mapping[str, Any]) -> None:
+        super().__init__(json.dumps({"Build": build}, separators=(",", ":")))
+        self.build = dict(build)
+
+
+class BuildspecError(ValueError):
+    """The buildspec uses something the local run cannot provide."""
+
+
+def _phase_script(phase: str, spec: Mapping[str, Any]) -> list[str]:
+    commands = [str(c) for c in spec.get("commands") or ()]
+    continue_on_failure = str(spec.get("on-failure", "ABORT")).upper() == "CONTINUE"
+    lines = [
+        f'__start=$EPOCHREALTIME; __ok=1; echo "[Container] Entering phase {phase}"',
+    ]
+    for command in commands:
+        quoted = shlex.quote(command)
+        lines += [
+            'if [ "$__ok" = 1 ]; then',
+            f"  printf '[Container] Running command %s\\n' {quoted}",
+            f"  eval {quoted}",
+            "  __rc=$?",
+            "  if [ $__rc -ne 0 ]; then __ok=0;",
+            f"    printf '[Container] Command did not exit successfully %s exit status %d\\n' "
+            f"{quoted} $__rc; fi",
+            "fi",
+        ]
+    for command in [str(c) for c in spec.get("finally") or ()]:
+        lines.append(f"eval {shlex.quote(command)}")
+    status_update = "" if continue_on_failure else "__status=FAILED; CODEBUILD_BUILD_SUCCEEDING=0; "
+    lines += [
+        f'if [ "$__ok" = 1 ]; then __phase_status=SUCCEEDED; else {status_update}'
+        "__phase_status=FAILED; fi",
+        f'echo "{phase} $__phase_status $__start $EPOCHREALTIME" >> "$__phases"',
+        f'echo "[Container] Phase complete: {phase} State: $__phase_status"',
+    ]
+    return lines
+
+
+def buildspec_script(buildspec: Mapping[str, Any], phases_file: Path, exports_file: Path) -> str:
+    """A bash script that runs ``buildspec`` as CodeBuild would and records phases and exports."""
+    if str(buildspec.get("version")) not in ("0.2", "0.1"):
+        raise BuildspecError(f"buildspec version {buildspec.get('version')!r}: expected 0.2")
+    env = buildspec.get("env") or {}
+    for unsupported in ("parameter-store", "secrets-manager"):
+        if env.get(unsupported):
+            raise BuildspecError(f"buildspec env.{unsupported} needs AWS; the local run has none")
+    lines = [
+        "set +e",
+        f"__phases={shlex.quote(str(phases_file))}",
+        "__status=SUCCEEDED; export CODEBUILD_BUILD_SUCCEEDING=1",
+    ]
+    for name, value in (env.get("variables") or {}).items():
+        lines.append(f"export {name}={shlex.quote(str(value))}")
+    phases = buildspec.get("phases") or {}
+    for phase in PHASES:
+        spec = phases.get(phase.lower())
+        if spec is None:
+            continue
+        # CodeBuild skips BUILD after a failed INSTALL/PRE_BUILD, and POST_BUILD too, but runs
+        # POST_BUILD after a failed BUILD.
+        guard = '[ "$__status" = SUCCEEDED ]' if phase != "POST_BUILD" else '[ "$__built" = 1 ]'
+        lines.append(f"if {guard}; then")
+        if phase == "BUILD":
+            lines.append("__built=1")
+        lines += ["  " + line for line in _phase_script(phase, spec)]
+        lines.append("fi")
+        if phase == "PRE_BUILD" and "build" not in phases:
+            lines.append('[ "$__status" = SUCCEEDED ] && __built=1')
+    if "build" not in phases and "pre_build" not in phases:
+        lines.append("__built=1")
+    for name in env.get("exported-variables") or ():
+        lines.append(
+            f'if [ -n "${{{name}+x}}" ]; then printf "%s\\0%s\\0" {name} "${{{name}}}" '
+            f">> {shlex.quote(str(exports_file))}; fi"
+        )
+    lines.append('[ "$__status" = SUCCEEDED ]')
+    return "\n".join(lines) + "\n"
+
+
+class LocalCodeBuild:
+    """Runs CodeBuild projects of the synthesized template on this machine."""
+
+    def __init__(
+        self,
+        *,
+        registry_host: str,
+        source_dir: Path,
+        workdir: Path,
+        env: LocalEnvironment | None = None,
+    ) -> None:
+        self.registry_host = registry_host
+        self.source_dir = source_dir
+        self.workdir = workdir
+        self.env = env or LocalEnvironment()
+        self._numbers = itertools.count(1)
+        self._lock = threading.Lock()
+        self._source_files: list[str] | None = None
+        self.shims_dir = workdir / "shims"
+        self._write_shims()
+
+    def _write_shims(self) -> None:
+        self.shims_dir.mkdir(parents=True, exist_ok=True)
+        python = shlex.quote(sys.executable)
+        for tool in ("docker", "aws"):
+            path = self.shims_dir / tool
+            path.write_text(f'#!/bin/sh\nexec {python} -m ecr_multiarch.local.shims {tool} "$@"\n')
+            path.chmod(0o755)
+        # CodeBuild images ship python3; the buildspec may use it (it does not use jq).
+        python3 = self.shims_dir / "python3"
+        python3.write_text(f'#!/bin/sh\nexec {python} "$@"\n')
+        python3.chmod(0o755)
+
+    def source_files(self) -> list[str]:
+        """The files a checkout of the source holds (git's view when it is a git work tree)."""
+        with self._lock:
+            if self._source_files is None:
+                self._source_files = self._list_source()
+            return self._source_files
+
+    def _list_source(self) -> list[str]:
+        git = shutil.which("git")
+        if git and (self.source_dir / ".git").exists():
+            listed = subprocess.run(  # noqa: S603 - fixed git command on our own tree
+                [git, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                cwd=self.source_dir,
+                capture_output=True,
+                check=False,
+            )
+            if listed.returncode == 0:
+                names = [n for n in listed.stdout.decode().split("\0") if n]
+                return [n for n in names if (self.source_dir / n).is_file()]
+        files = []
+        for root, dirs, names in os.walk(self.source_dir):
+            dirs[:] = [d for d in dirs if d not in _SKIPPED_DIRS]
+            files += [str((Path(root) / n).relative_to(self.source_dir)) for n in names]
+        return files
+
+    def _checkout(self, target: Path) -> None:
+        for name in self.source_files():
+            destination = target / name
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(self.source_dir / name, destination)
+
+    def start_build_sync(
+        self,
+        project: BuildProject,
+        parameters: Mapping[str, Any],
+        *,
+        initiator: str = "states/local",
+        faults: BuildFaults | None = None,
+    ) -> dict[str, Any]:
+        """Run one build to completion; returns ``{"Build": ...}`` or raises BuildFailed."""
+        unknown = set(parameters) - _SUPPORTED_OVERRIDES
+        if unknown:
+            raise BuildspecError(
+                f"StartBuild parameters {sorted(unknown)} are not supported by the local run; "
+                f"supported: {sorted(_SUPPORTED_OVERRIDES)}"
+            )
+        with self._lock:
+            number = next(self._numbers)
+        build_id = f"{project.name}:{uuid.uuid4()}"
+        build_dir = self.workdir / f"build-{number:03d}-{project.logical_id}"
+        src = build_dir / "src"
+        src.mkdir(parents=True)
+        started = time.time()
+        self._checkout(src)
+        buildspec = project.buildspec
+        if parameters.get("BuildspecOverride"):
+            buildspec = json.loads(str(parameters["BuildspecOverride"]))
+        phases_file = build_dir / "phases.txt"
+        exports_file = build_dir / "exports.bin"
+        script = build_dir / "buildspec.sh"
+        script.write_text(buildspec_script(buildspec, phases_file, exports_file))
+        source_version = str(parameters.get("SourceVersion") or "")
+        environment = self._environment(
+            project, parameters=parameters, build_id=build_id, number=number, src=src, faults=faults
+        )
+        environment["CODEBUILD_INITIATOR"] = initiator
+        log_path = build_dir / "build.log"
+        timeout = 60 * int(parameters.get("TimeoutInMinutesOverride") or project.timeout_minutes)
+        with log_path.open("wb") as log:
+            try:
+                done = subprocess.run(  # noqa: S603 - the project's own buildspec, as CodeBuild runs it
+                    [BASH, "--noprofile", "--norc", str(script)],
+                    cwd=src,
+                    env=environment,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    timeout=timeout,
+                    check=False,
+                )
+                status = "SUCCEEDED" if done.returncode == 0 else "FAILED"
+            except subprocess.TimeoutExpired:
+                status = "TIMED_OUT"
+        ended = time.time()
+        build = {
+            "Id": build_id,
+            "Arn": f"arn:{self.env.partition}:codebuild:{self.env.region}:{self.env.account}:"
+            f"build/{build_id}",
+            "BuildNumber": number,
+            "BuildStatus": status,
+            "BuildComplete": True,
+            "CurrentPhase": "COMPLETED",
+            "ProjectName": project.name,
+            "SourceVersion": source_version,
+            "ResolvedSourceVersion": source_version,
+            "Initiator": initiator,
+            "StartTime": int(started * 1000),
+            "EndTime": int(ended * 1000),
+            "TimeoutInMinutes": timeout // 60,
+            "Phases": _phases(phases_file, ended, status),
+            "Environment": {
+                "Type": project.environment_type,
+                "Image": str(parameters.get("ImageOverride") or project.image),
+                "ComputeType": str(parameters.get("ComputeTypeOverride") or project.compute_type),
+                "EnvironmentVariables": [
+                    {"Name": k, "Value": v, "Type": "PLAINTEXT"}
+                    for k, v in self._project_variables(project, parameters).items()
+                ],
+            },
+            "Logs": {
+                "GroupName": f"/aws/codebuild/{project.name}",
+                "StreamName": build_id.split(":", 1)[1],
+                "DeepLink": log_path.as_uri(),
+            },
+            "ExportedEnvironmentVariables": _exports(exports_file),
+        }
+        if status != "SUCCEEDED":
+            raise BuildFailed(build)
+        return {"Build": build}
+
+    @staticmethod
+    def _project_variables(project: BuildProject, parameters: Mapping[str, Any]) -> dict[str, str]:
+        variables = dict(project.environment)
+        for override in parameters.get("EnvironmentVariablesOverride") or ():
+            if override.get("Type", "PLAINTEXT") != "PLAINTEXT":
+                raise BuildspecError(
+                    f"override {override.get('Name')} of type {override['Type']}: "
+                    "the local run supports PLAINTEXT only"
+                )
+            variables[str(override["Name"])] = str(override.get("Value", ""))
+        return variables
+
+    def _environment(
+        self,
+        project: BuildProject,
+        *,
+        parameters: Mapping[str, Any],
+        build_id: str,
+        number: int,
+        src: Path,
+        faults: BuildFaults | None,
+    ) -> dict[str, str]:
+        e = self.env
+        home = src.parent / "home"
+        home.mkdir(exist_ok=True)
+        source_version = str(parameters.get("SourceVersion") or "")
+        environment = {
+            "PATH": os.pathsep.join([str(self.shims_dir), "/usr/local/bin", "/usr/bin", "/bin"]),
+            "HOME": str(home),
+            "LANG": "C.UTF-8",
+            "AWS_REGION": e.region,
+            "AWS_DEFAULT_REGION": e.region,
+            "CODEBUILD_BUILD_ID": build_id,
+            "CODEBUILD_BUILD_ARN": f"arn:{e.partition}:codebuild:{e.region}:{e.account}:"
+            f"build/{build_id}",
+            "CODEBUILD_BUILD_NUMBER": str(number),
+            "CODEBUILD_BUILD_IMAGE": project.image,
+            "CODEBUILD_SRC_DIR": str(src),
+            "CODEBUILD_SOURCE_VERSION": source_version,
+            "CODEBUILD_RESOLVED_SOURCE_VERSION": source_version,
+            "CODEBUILD_START_TIME": str(int(time.time() * 1000)),
+            "CODEBUILD_PROJECT_NAME": project.name,
+            REGISTRY_ENV: self.registry_host,
+            # The shims run the installed package; keep the interpreter's own import path.
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        environment.update(self._project_variables(project, parameters))
+        if faults and faults.fail:
+            environment[FAIL_ENV] = faults.fail
+        if faults and faults.produce_platform:
+            environment[PLATFORM_ENV] = faults.produce_platform
+        return environment
+
+
+def _phases(path: Path, ended: float, status: str) -> list[dict[str, Any]]:
+    phases: list[dict[str, Any]] = [
+        {"PhaseType": "SUBMITTED", "PhaseStatus": "SUCCEEDED", "DurationInSeconds": 0},
+        {"PhaseType": "DOWNLOAD_SOURCE", "PhaseStatus": "SUCCEEDED"},
+    ]
+    seen = set()
+    if path.exists():
+        for line in path.read_text().splitlines():
+            phase, phase_status, start, end = line.split()
+            seen.add(phase)
+            phases.append(
+                {
+                    "PhaseType": phase,
+                    "PhaseStatus": phase_status,
+                    "StartTime": int(float(start) * 1000),
+                    "EndTime": int(float(end) * 1000),
+                    "DurationInSeconds": round(float(end) - float(start)),
+                }
+            )
+    if status != "SUCCEEDED" and not any(p.get("PhaseStatus") == "FAILED" for p in phases):
+        # The script ended inside a phase (exit in a command, or a timeout).
+        current = next((p for p in PHASES if p not in seen), "BUILD")
+        phases.append({"PhaseType": current, "PhaseStatus": status})
+    phases.append({"PhaseType": "COMPLETED", "StartTime": int(ended * 1000)})
+    return phases
+
+
+def _exports(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    fields = path.read_bytes().decode().split("\0")
+    pairs = dict(zip(fields[0::2], fields[1::2], strict=False))
+    return [{"Name": name, "Value": value} for name, value in pairs.items() if name]
+
+
+def build_log_tail(build: Mapping[str, Any], lines: int = 20) -> str:
+    """The last lines of a local build's log (from its ``Logs.DeepLink``)."""
+    link = str((build.get("Logs") or {}).get("DeepLink", ""))
+    if not link.startswith("file://"):
+        return ""
+    path = Path(link.removeprefix("file://"))
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -1,0 +1,458 @@
+"""Execute the synthesized state machine locally, with local stand-ins for its tasks.
+
+:class:`LocalWorkflowRun` starts the local services (an HTTP endpoint on
+127.0.0.1 that the Node runner calls for every Task state) and runs
+executions of the resolved definition with npm ``aws-local-stepfunctions``:
+
+- ``codebuild:startBuild.sync`` → :class:`~ecr_multiarch.local.builder.LocalCodeBuild`
+  (the project's real buildspec, pushing to the local registry);
+- ``lambda:invoke`` / a function ARN → :class:`~ecr_multiarch.local.function.LocalFunction`
+  (the real handler from the template, the ``oci`` adapter on the local registry);
+- ``sns:publish`` and ``events:putEvents`` → recorded in ``published.json`` of the execution.
+
+Faults (:class:`Faults`) make one platform's build fail or declare another
+platform, or make the first stitch invocations raise a named error, so tests
+can drive every path of the definition.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .builder import BuildFailed, BuildFaults, BuildspecError, LocalCodeBuild
+from .function import FunctionError, LocalFunction
+from .registry import LocalRegistry
+from .workflow import PROJECT_ROOT, Workflow, node_bin, tool_environment
+
+RUNNER = Path(__file__).with_name("runner.js")
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Faults injected into one execution."""
+
+    fail_builds: Mapping[str, str] = field(default_factory=dict)
+    """Platform name (e.g. ``linux/arm64``) → message its build fails with."""
+    build_platform_as: Mapping[str, str] = field(default_factory=dict)
+    """Platform name → the platform its image declares instead."""
+    stitch_errors: Sequence[str] = ()
+    """Error names raised by the first stitch invocations, one per invocation, in order."""
+
+
+class TaskError(Exception):
+    """A task failed with a Step Functions error name and cause."""
+
+    def __init__(self, error: str, cause: str) -> None:
+        super().__init__(f"{error}: {cause}")
+        self.error = error
+        self.cause = cause
+
+
+@dataclass
+class ExecutionReport:
+    """What one execution did: status, output, events, builds, invocations and publications."""
+
+    name: str
+    status: str
+    output: Any
+    error: str | None
+    cause: str | None
+    events: list[dict[str, Any]]
+    builds: list[dict[str, Any]]
+    invocations: list[dict[str, Any]]
+    notifications: list[dict[str, Any]]
+    events_published: list[dict[str, Any]]
+    seconds: float
+    directory: Path
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the execution succeeded."""
+        return self.status == "SUCCEEDED"
+
+    def entered(self) -> list[str]:
+        """Names of the states entered, in order (retries enter again)."""
+        return [e["state"]["name"] for e in self.events if e["type"] == "StateEntered"]
+
+    def intervals(self, state: str) -> list[tuple[int, int]]:
+        """(entered, left) timestamps in ms of each run of ``state``."""
+        spans: list[tuple[int, int]] = []
+        start: int | None = None
+        for event in self.events:
+            if event.get("state", {}).get("name") != state:
+                continue
+            if event["type"] == "StateEntered":
+                start = int(event["timestamp"])
+            elif event["type"] in ("StateExited", "StateFailed") and start is not None:
+                spans.append((start, int(event["timestamp"])))
+                start = None
+        return spans
+
+    def state_output(self, state: str) -> Any:
+        """The output of the last successful run of ``state``."""
+        outputs = [
+            e["state"]["output"]
+            for e in self.events
+            if e["type"] == "StateExited" and e["state"]["name"] == state
+        ]
+        if not outputs:
+            raise KeyError(f"state {state!r} never exited; entered: {self.entered()}")
+        return outputs[-1]
+
+
+class _Services:
+    """Dispatches Task states to the local stand-ins; one instance per LocalWorkflowRun."""
+
+    def __init__(self, run: LocalWorkflowRun) -> None:
+        self.run = run
+        self.lock = threading.Lock()
+        self.faults = Faults()
+        self.stitch_calls = 0
+        self.record: dict[str, list[dict[str, Any]]] = {}
+        self.record_path: Path | None = None
+
+    def begin(self, faults: Faults, record_path: Path) -> None:
+        with self.lock:
+            self.faults = faults
+            self.stitch_calls = 0
+            self.record = {"builds": [], "invocations": [], "notifications": [], "events": []}
+            self.record_path = record_path
+            self._save()
+
+    def _save(self) -> None:
+        if self.record_path is not None:
+            self.record_path.write_text(json.dumps(self.record, indent=2, default=str))
+
+    def _append(self, kind: str, entry: dict[str, Any]) -> None:
+        with self.lock:
+            self.record[kind].append(entry)
+            self._save()
+
+    def task(self, state: str, resource: str, params: Any) -> Any:
+        if resource.startswith("arn:aws:states:::codebuild:startBuild"):
+            return self._codebuild(state, resource, params)
+        if resource.startswith("arn:aws:states:::lambda:invoke"):
+            payload = self._lambda(state, str(params["FunctionName"]), params.get("Payload"))
+            return {
+                "ExecutedVersion": "$LATEST",
+                "Payload": payload,
+                "StatusCode": 200,
+                "SdkHttpMetadata": {"HttpStatusCode": 200},
+                "SdkResponseMetadata": {"RequestId": str(uuid.uuid4())},
+            }
+        if resource.startswith("arn:aws:lambda:"):
+            return self._lambda(state, resource, params)
+        if resource.startswith("arn:aws:states:::sns:publish"):
+            message = params.get("Message")
+            self._append(
+                "notifications",
+                {
+                    "state": state,
+                    "topicArn": params.get("TopicArn"),
+                    "subject": params.get("Subject"),
+                    "message": message,
+                    "attributes": params.get("MessageAttributes"),
+                },
+            )
+            return {"MessageId": str(uuid.uuid4()), "SdkHttpMetadata": {"HttpStatusCode": 200}}
+        if resource.startswith("arn:aws:states:::events:putEvents"):
+            entries = params.get("Entries") or []
+            self._append("events", {"state": state, "entries": entries})
+            return {
+                "Entries": [{"EventId": str(uuid.uuid4())} for _ in entries],
+                "FailedEntryCount": 0,
+            }
+        raise TaskError("States.Runtime", f"no local stand-in for task resource {resource}")
+
+    def _codebuild(self, state: str, resource: str, params: Mapping[str, Any]) -> Any:
+        if not resource.endswith(".sync"):
+            raise TaskError(
+                "States.Runtime", f"{resource}: the local run provides the .sync integration only"
+            )
+        project = self.run.workflow.project(str(params["ProjectName"]))
+        platform = project.target_platform
+        faults = BuildFaults(
+            fail=self.faults.fail_builds.get(platform),
+            produce_platform=self.faults.build_platform_as.get(platform),
+        )
+        try:
+            result = self.run.codebuild.start_build_sync(
+                project,
+                params,
+                initiator=f"states/{self.run.workflow.name}",
+                faults=faults,
+            )
+        except BuildFailed as e:
+            self._append("builds", {"state": state, "platform": platform, **e.build})
+            raise TaskError("States.TaskFailed", str(e)) from e
+        except BuildspecError as e:
+            raise TaskError("States.TaskFailed", str(e)) from e
+        self._append("builds", {"state": state, "platform": platform, **result["Build"]})
+        return result
+
+    def _lambda(self, state: str, function_name: str, payload: Any) -> Any:
+        function = self.run.function(function_name)
+        with self.lock:
+            call = self.stitch_calls
+            self.stitch_calls += 1
+        errors = self.faults.stitch_errors
+        inject = errors[call] if call < len(errors) else None
+        started = time.time()
+        entry: dict[str, Any] = {"state": state, "function": function.spec.name, "event": payload}
+        try:
+            result = function.invoke(payload, inject=inject)
+        except FunctionError as e:
+            entry.update(error=e.error_type, message=str(e), seconds=time.time() - started)
+            self._append("invocations", entry)
+            cause = {k: e.payload[k] for k in ("errorMessage", "errorType", "requestId")}
+            cause["stackTrace"] = e.payload.get("stackTrace", [])
+            raise TaskError(e.error_type, json.dumps(cause)) from e
+        entry.update(result=result, seconds=time.time() - started)
+        self._append("invocations", entry)
+        return result
+
+
+def _handler_class(services: _Services) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            request = json.loads(self.rfile.read(length))
+            try:
+                body = {
+                    "result": services.task(request["state"], request["resource"], request["input"])
+                }
+            except TaskError as e:
+                body = {"error": e.error, "cause": e.cause}
+            except Exception as e:
+                body = {
+                    "error": "States.Runtime",
+                    "cause": f"local stand-in failed: {e!r}\n" + traceback.format_exc(),
+                }
+            data = json.dumps(body, default=str).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # the report and the demo show what happened
+
+    return Handler
+
+
+class LocalWorkflowRun:
+    """Runs executions of ``workflow`` against ``registry``; a context manager."""
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        registry: LocalRegistry,
+        *,
+        source_dir: Path = PROJECT_ROOT,
+        workdir: Path | None = None,
+        project_dir: Path = PROJECT_ROOT,
+        retry_interval_ms: int | None = 100,
+    ) -> None:
+        self.workflow = workflow
+        self.registry = registry
+        self.project_dir = project_dir
+        self.retry_interval_ms = retry_interval_ms
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="ecr-multiarch-run-")
+            workdir = Path(self._tmp.name)
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.codebuild = LocalCodeBuild(
+            registry_host=registry.host,
+            source_dir=source_dir,
+            workdir=workdir / "codebuild",
+            env=workflow.resolver.env,
+        )
+        self._functions: dict[str, LocalFunction] = {}
+        self._functions_lock = threading.Lock()
+        self._services = _Services(self)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self._services))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._count = 0
+
+    @property
+    def services_url(self) -> str:
+        """Where the Node runner sends Task states."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/task"
+
+    def warm_up(self) -> None:
+        """Start every function of the template now, so its cold start overlaps other work."""
+        for spec in self.workflow.functions.values():
+            self.function(spec.arn)
+
+    def function(self, name: str) -> LocalFunction:
+        """The warm local environment of the template's function ``name`` (started on first use)."""
+        spec = self.workflow.function(name)
+        with self._functions_lock:
+            if spec.logical_id not in self._functions:
+                self._functions[spec.logical_id] = LocalFunction(
+                    spec,
+                    environment={
+                        "STITCHER_REGISTRY": "oci",
+                        "STITCHER_REGISTRY_HOST": self.registry.host,
+                        "STITCHER_INSECURE": "true",
+                    },
+                    log_path=self.workdir / f"lambda-{spec.logical_id}.log",
+                    region=self.workflow.resolver.env.region,
+                )
+            return self._functions[spec.logical_id]
+
+    def retry_overrides(self) -> dict[str, int]:
+        """Retry pauses shortened for every state with a Retry field (None keeps the real ones)."""
+        if self.retry_interval_ms is None:
+            return {}
+        return {
+            name: self.retry_interval_ms
+            for name, state in self.workflow.states().items()
+            if state.get("Retry")
+        }
+
+    def execute(
+        self,
+        execution_input: Mapping[str, Any],
+        *,
+        faults: Faults | None = None,
+        name: str | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        timeout: float = 300.0,
+    ) -> ExecutionReport:
+        """Run one execution to its end and report it; ``on_event`` sees each event live."""
+        self._count += 1
+        name = name or f"local-{self._count:03d}-{uuid.uuid4().hex[:8]}"
+        directory = self.workdir / "executions" / name
+        directory.mkdir(parents=True)
+        self._services.begin(faults or Faults(), directory / "published.json")
+        env = self.workflow.resolver.env
+        execution_arn = (
+            f"arn:{env.partition}:states:{env.region}:{env.account}:execution:"
+            f"{self.workflow.name}:{name}"
+        )
+        started_at = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        config = {
+            "definition": self.workflow.definition,
+            "input": dict(execution_input),
+            "servicesUrl": self.services_url,
+            "retryIntervalOverrides": self.retry_overrides(),
+            "context": {
+                "Execution": {
+                    "Id": execution_arn,
+                    "Name": name,
+                    "Input": dict(execution_input),
+                    "StartTime": started_at,
+                    "RoleArn": f"arn:{env.partition}:iam::{env.account}:role/local",
+                },
+                "StateMachine": {"Id": self.workflow.arn, "Name": self.workflow.name},
+            },
+        }
+        config_path = directory / "runner-config.json"
+        config_path.write_text(json.dumps(config))
+        tools = tool_environment(self.project_dir)
+        tools["NODE_PATH"] = str(self.project_dir / "node_modules")
+        started = time.perf_counter()
+        events: list[dict[str, Any]] = []
+        result: dict[str, Any] = {}
+        with (directory / "runner.log").open("wb") as stderr:
+            self._process = subprocess.Popen(  # noqa: S603 - the project's own Node and runner
+                [str(node_bin(self.project_dir) / "node"), str(RUNNER), str(config_path)],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=tools,
+            )
+            try:
+                for line in self._lines(timeout):
+                    record = json.loads(line)
+                    if record.get("type") == "RunnerResult":
+                        result = record
+                        continue
+                    events.append(record)
+                    if on_event is not None:
+                        on_event(record)
+                self._process.wait(timeout=10)
+            finally:
+                if self._process.poll() is None:
+                    self._process.kill()
+                    self._process.wait()
+        seconds = time.perf_counter() - started
+        if not result:
+            log = (directory / "runner.log").read_text(errors="replace")
+            raise RuntimeError(f"the local Step Functions runner failed:\n{log[-3000:]}")
+        published = json.loads((directory / "published.json").read_text())
+        (directory / "events.json").write_text(json.dumps(events, indent=2, default=str))
+        return ExecutionReport(
+            name=name,
+            status=str(result["status"]),
+            output=result.get("output"),
+            error=result.get("error"),
+            cause=result.get("cause"),
+            events=events,
+            builds=published["builds"],
+            invocations=published["invocations"],
+            notifications=published["notifications"],
+            events_published=published["events"],
+            seconds=seconds,
+            directory=directory,
+        )
+
+    def _lines(self, timeout: float) -> Iterator[bytes]:
+        assert self._process is not None
+        assert self._process.stdout is not None
+        deadline = time.monotonic() + timeout
+        timer = threading.Timer(timeout, self._process.kill)
+        timer.daemon = True
+        timer.start()
+        try:
+            for line in self._process.stdout:
+                if line.strip():
+                    yield line
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the execution did not finish within {timeout:.0f} s")
+        finally:
+            timer.cancel()
+
+    def close(self) -> None:
+        """Stop the runner, the functions and the services; remove the work directory."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        for function in self._functions.values():
+            function.close()
+        self._functions.clear()
+        self._server.shutdown()
+        self._server.server_close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> LocalWorkflowRun:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
