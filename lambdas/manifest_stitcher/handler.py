@@ -95,8 +95,13 @@ def ecr_client() -> ECRClient:
 
 def parse_event(event: Any) -> StitchRequest:
     """Validate the event with the Powertools parser; ``InvalidStitchRequest`` names every field."""
+    if not isinstance(event, Mapping):
+        raise InvalidStitchRequest(
+            f"invalid stitch request: event: expected a JSON object, "
+            f"got {type(event).__name__} {event!r:.80}"
+        )
     try:
-        return parse(event=event, model=StitchRequest)
+        return parse(event=dict(event), model=StitchRequest)
     except ValidationError as e:
         raise InvalidStitchRequest(
             f"invalid stitch request: {describe_validation_error(e)}"

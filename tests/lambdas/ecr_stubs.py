@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
+import logging
+import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pprint import pformat
+from types import ModuleType
 from typing import Any
 
 import botocore.session
+import pytest
 from botocore.config import Config
 from botocore.stub import StubAssertionError, Stubber, UnStubbedResponseError
 
+import manifest_stitcher.handler
 from ecr_multiarch.local.images import Image
 from manifest_stitcher.contract import MANIFEST_MEDIA_TYPES
 
@@ -204,11 +210,42 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def config_blob(image: Image) -> Any:
-    """The config blob of an image built by ``build_image``."""
-    return image.blobs[0]
+NAMESPACE = "EcrMultiarchTest"
 
 
-def digests(images: Iterable[Image]) -> list[str]:
-    """Digests of ``images`` in order."""
-    return [i.digest for i in images]
+@dataclass(frozen=True)
+class FakeContext:
+    """The attributes of a Lambda context that Powertools reads."""
+
+    function_name: str = "ManifestStitcher"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:ManifestStitcher"
+    aws_request_id: str = "8f5e2a1c-0000-4000-8000-000000000001"
+
+
+class _CurrentStdout:
+    """Writes to whatever ``sys.stdout`` is at the time of the write."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+def load_handler(monkeypatch: pytest.MonkeyPatch, **env: str) -> ModuleType:
+    """(Re)import the handler module so that its cold-start settings read ``env``."""
+    for name in ("STITCHER_REGISTRY", "STITCHER_REGISTRY_HOST", "STITCHER_INSECURE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE)
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "manifest-stitcher")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    module = importlib.reload(manifest_stitcher.handler)
+    # Powertools keeps the first handler of a logger name; point it at whatever stdout
+    # is when a test runs, which is where capsys reads.
+    for log_handler in logging.getLogger(module.SETTINGS.service).handlers:
+        if isinstance(log_handler, logging.StreamHandler):
+            log_handler.setStream(_CurrentStdout())
+    return module

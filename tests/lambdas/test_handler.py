@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import logging
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 import pytest
 import requests
 from botocore.stub import ANY, Stubber
 
-import manifest_stitcher.handler
 from ecr_multiarch.local.images import RegistryPusher, build_image, build_index
 from ecr_multiarch.local.registry import LocalRegistry
 from manifest_stitcher.contract import DOCKER_MANIFEST_LIST, OCI_INDEX, Platform
@@ -24,10 +19,13 @@ from manifest_stitcher.errors import ImageNotFound, InvalidStitchRequest, TagImm
 
 from .ecr_stubs import (
     ACCOUNT,
+    NAMESPACE,
     BlobServer,
+    FakeContext,
     batch_get_params,
     ecr_client,
     image_entry,
+    load_handler,
     sha256,
 )
 
@@ -37,43 +35,6 @@ ARMV7 = build_image({"app": b"armv7"}, Platform("linux", "arm", "v7"), oci=False
 AMD64_DOCKER = build_image({"app": b"amd64"}, Platform("linux", "amd64"), oci=False)
 BUILDX_INDEX, _ = build_index([AMD64, ARM64], attestations=True)
 MISSING = "sha256:" + "f" * 64
-NAMESPACE = "EcrMultiarchTest"
-
-
-@dataclass(frozen=True)
-class FakeContext:
-    """The attributes of a Lambda context that Powertools reads."""
-
-    function_name: str = "ManifestStitcher"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:ManifestStitcher"
-    aws_request_id: str = "8f5e2a1c-0000-4000-8000-000000000001"
-
-
-class _CurrentStdout:
-    def write(self, text: str) -> int:
-        return sys.stdout.write(text)
-
-    def flush(self) -> None:
-        sys.stdout.flush()
-
-
-def _load_handler(monkeypatch: pytest.MonkeyPatch, **env: str) -> ModuleType:
-    """(Re)import the handler module so that its cold-start settings read ``env``."""
-    for name in ("STITCHER_REGISTRY", "STITCHER_REGISTRY_HOST", "STITCHER_INSECURE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
-    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE)
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "manifest-stitcher")
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    module = importlib.reload(manifest_stitcher.handler)
-    # Powertools keeps the first handler of a logger name; point it at whatever stdout
-    # is when a test runs, which is where capsys reads.
-    for log_handler in logging.getLogger(module.SETTINGS.service).handlers:
-        if isinstance(log_handler, logging.StreamHandler):
-            log_handler.setStream(_CurrentStdout())
-    return module
 
 
 @pytest.fixture
@@ -85,7 +46,7 @@ def client() -> Any:
 def handler(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], client: Any
 ) -> Any:
-    module = _load_handler(monkeypatch, STITCHER_REGISTRY="ecr")
+    module = load_handler(monkeypatch, STITCHER_REGISTRY="ecr")
     # The function's one ECR client, replaced by a stubbed one.
     monkeypatch.setattr(module, "ecr_client", lambda: client)
     return module
@@ -367,7 +328,7 @@ def test_handler_runs_without_a_lambda_context(handler: Any, client: Any) -> Non
 
 
 def test_settings_defaults_and_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
-    module = _load_handler(monkeypatch)
+    module = load_handler(monkeypatch)
     settings = module.Settings.from_env({})
     assert settings == module.Settings(
         registry="ecr",
@@ -404,7 +365,7 @@ def test_settings_defaults_and_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_misconfigured_function_fails_at_cold_start(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
 ) -> None:
-    module = _load_handler(monkeypatch)
+    module = load_handler(monkeypatch)
     with pytest.raises(ValueError, match=message):
         module.Settings.from_env(env)
 
@@ -431,7 +392,7 @@ def test_handler_with_the_oci_adapter_against_a_real_registry(
     pusher: RegistryPusher,
     repository: str,
 ) -> None:
-    module = _load_handler(
+    module = load_handler(
         monkeypatch,
         STITCHER_REGISTRY="oci",
         STITCHER_REGISTRY_HOST=registry.host,
