@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from aws_cdk import Annotations, Duration, Stack, Token
+from aws_cdk import Acknowledgment, Annotations, CfnElement, Duration, Stack, Token, Validations
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_codebuild as codebuild
@@ -196,6 +196,8 @@ class MultiArchImagePipeline(Construct):
         )
         """The Step Functions state machine running one execution per commit."""
 
+        self._acknowledge_findings()
+
         self.trigger: SourceTrigger = source.bind(Construct(self, "Trigger"), self.state_machine)
         """What the source created to start executions (rules or a CodePipeline pipeline)."""
 
@@ -213,6 +215,23 @@ class MultiArchImagePipeline(Construct):
     def grant_start_execution(self, grantee: iam.IGrantable) -> iam.Grant:
         """Let ``grantee`` start executions (for your own triggers)."""
         return self.state_machine.grant_start_execution(grantee)
+
+    def _acknowledge_findings(self) -> None:
+        """Acknowledge the cdk-nag findings inherent to the workflow, with the reasons."""
+        for rule, reason in (
+            (
+                "AwsSolutions-IAM5[Resource::*]",
+                "X-Ray tracing (xray:PutTraceSegments, ...) and CloudWatch Logs delivery for "
+                "Step Functions (logs:CreateLogDelivery, ...) support no resource-level "
+                "permissions.",
+            ),
+            (
+                f"AwsSolutions-IAM5[Resource::<{_logical_id(self.stitcher.function)}.Arn>:*]",
+                "The Stitch task may invoke the versions and aliases (ARN:*) of the stitcher "
+                "function only: the grant CDK's LambdaInvoke task writes.",
+            ),
+        ):
+            Validations.of(self.state_machine).acknowledge(Acknowledgment(id=rule, reason=reason))
 
     # ------------------------------------------------------------------ workflow
 
@@ -287,6 +306,8 @@ class MultiArchImagePipeline(Construct):
                     "annotations": self._annotations(),
                 }
             ),
+            comment="Stitches the per-platform images into one index and tags it",
+            result_path="$.image",
         )
         publish = tasks.EventBridgePutEvents(
             self,
@@ -430,6 +451,14 @@ class MultiArchImagePipeline(Construct):
         )
         alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
         return alarm
+
+
+def _logical_id(construct: Construct) -> str:
+    """The logical id of ``construct``'s CloudFormation resource, as cdk-nag names it."""
+    resource = construct.node.default_child
+    if not isinstance(resource, CfnElement):
+        raise TypeError(f"{construct.node.path} has no CloudFormation resource")
+    return Stack.of(construct).get_logical_id(resource)
 
 
 def _input_help(source: Source) -> str:

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Sample CDK app: a multi-architecture image pipeline for the ``examples/hello`` service.
+
+Context (``cdk synth -c key=value`` or ``cdk.json``):
+
+- ``connectionArn`` (with ``repositoryOwner`` and ``repositoryName``; optional
+  ``provider`` GITHUB | GITLAB | BITBUCKET): build pushes to a GitHub, GitLab or
+  Bitbucket repository through that CodeConnections connection. Without it the app
+  creates a CodeCommit repository holding ``examples/hello`` and builds its pushes.
+- ``branch``: the branch that is built and tagged ``latest`` (default ``main``).
+- ``buildContext``: the Docker build context in the repository (default ``.`` for
+  the CodeCommit repository, ``examples/hello`` for a connection to a copy of this
+  project).
+- ``platforms``: comma-separated platforms (default ``linux/amd64,linux/arm64``).
+
+cdk-nag's AwsSolutions checks run on every synth and fail it on any finding that is
+not acknowledged. The constructs acknowledge the findings inherent to them (privileged
+Docker builds, ``ecr:GetAuthorizationToken`` on ``*``, ...) on the resource concerned,
+each with its reason, so this app needs none of its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_codecommit as codecommit
+from cdk_nag import AwsSolutionsChecks
+
+from constructs import Construct
+from ecr_multiarch import MultiArchImagePipeline, Platform, Source
+
+HERE = Path(__file__).resolve().parent
+HELLO = HERE / "examples" / "hello"
+STACK_ID = "EcrMultiarchHello"
+
+
+class HelloImagePipelineStack(cdk.Stack):
+    """The pipeline building ``examples/hello`` for every platform, with its outputs."""
+
+    def __init__(self, scope: Construct, id: str, **kwargs: Any) -> None:
+        super().__init__(scope, id, **kwargs)
+        branch = str(self.node.try_get_context("branch") or "main")
+        connection_arn = self.node.try_get_context("connectionArn")
+        platforms = [
+            Platform.of(name)
+            for name in str(
+                self.node.try_get_context("platforms") or "linux/amd64,linux/arm64"
+            ).split(",")
+            if name.strip()
+        ]
+
+        self.code_repository: codecommit.Repository | None = None
+        if connection_arn:
+            source = Source.connection(
+                connection_arn,
+                owner=str(self.node.try_get_context("repositoryOwner") or ""),
+                repo=str(self.node.try_get_context("repositoryName") or ""),
+                branch=branch,
+                provider=str(self.node.try_get_context("provider") or "GITHUB").upper(),  # type: ignore[arg-type]
+            )
+            default_context = "examples/hello"
+        else:
+            self.code_repository = codecommit.Repository(
+                self,
+                "HelloSource",
+                repository_name="hello",
+                description="The hello sample service, built for every platform on each push",
+                code=codecommit.Code.from_directory(str(HELLO), branch),
+            )
+            source = Source.code_commit(self.code_repository, branch=branch)
+            default_context = "."
+
+        self.pipeline = MultiArchImagePipeline(
+            self,
+            "Hello",
+            source=source,
+            platforms=platforms,
+            context=str(self.node.try_get_context("buildContext") or default_context),
+        )
+
+        cdk.CfnOutput(
+            self,
+            "RepositoryUri",
+            value=self.pipeline.repository.repository_uri,
+            description="Pull the multi-architecture image from here: <uri>:<commit> or :latest",
+        )
+        cdk.CfnOutput(
+            self,
+            "StateMachineArn",
+            value=self.pipeline.state_machine.state_machine_arn,
+            description="The workflow that builds, stitches and publishes each commit",
+        )
+        cdk.CfnOutput(
+            self,
+            "StartExecutionCommand",
+            value=(
+                "aws stepfunctions start-execution --state-machine-arn "
+                f"{self.pipeline.state_machine.state_machine_arn} "
+                '--input "{\\"commit\\":\\"$(git rev-parse HEAD)\\",'
+                f'\\"branch\\":\\"{branch}\\"}}"'
+            ),
+            description="Builds the commit checked out in your shell (run it in the repository)",
+        )
+        if self.code_repository is not None:
+            cdk.CfnOutput(
+                self,
+                "CloneUrl",
+                value=self.code_repository.repository_clone_url_grc,
+                description="Push here (git-remote-codecommit) to build a new image",
+            )
+
+
+def create_app(**app_kwargs: Any) -> cdk.App:
+    """The sample app with cdk-nag's AwsSolutions checks (``app_kwargs`` go to ``cdk.App``)."""
+    app = cdk.App(**app_kwargs)
+    HelloImagePipelineStack(
+        app,
+        STACK_ID,
+        description="ecr-multiarch sample: multi-architecture images of the hello service",
+    )
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return app
+
+
+if __name__ == "__main__":
+    create_app().synth()
