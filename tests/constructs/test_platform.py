@@ -82,7 +82,8 @@ def test_windows_is_rejected_even_when_built_directly() -> None:
 def test_lambda_compute_cannot_run_an_emulated_docker_build() -> None:
     with pytest.raises(
         ValueError,
-        match=r"compute type LAMBDA_2GB cannot run the Docker builds of linux/arm/v7 on its Graviton host",
+        match=r"compute type LAMBDA_2GB cannot run the Docker builds of linux/arm/v7"
+        r" on its Graviton host",
     ):
         Platform.LINUX_ARM_V7.with_compute_type(codebuild.ComputeType.LAMBDA_2GB)
 
