@@ -353,17 +353,17 @@ def _stitch(args: argparse.Namespace) -> StitchResult:
 
 
 def _flag_names(message: str) -> str:
-    renames = {
-        "repositoryName": "TARGET repository",
-        "images.": "--image #",
-        "tags.0": "TARGET tag",
-        "tags.": "--tag #",
-        "annotations": "--annotation",
-        "mediaType": "--media-type",
-    }
-    for old, new in renames.items():
-        message = message.replace(old, new)
-    return message
+    """Say ``--image #2`` and ``--tag #1`` where the request says ``images.1`` and ``tags.1``."""
+    message = re.sub(r"\bimages\.(\d+)\.?", lambda m: f"--image #{int(m[1]) + 1} ", message)
+    message = re.sub(r"\btags\.0\b", "TARGET tag", message)
+    message = re.sub(r"\btags\.(\d+)\b", lambda m: f"--tag #{m[1]}", message)
+    for field, flag in (
+        ("repositoryName", "TARGET repository"),
+        ("annotations", "--annotation"),
+        ("mediaType", "--media-type"),
+    ):
+        message = message.replace(field, flag)
+    return message.replace(" :", ":")
 
 
 def _ecr_registry(repository: str, registry_id: str | None) -> Any:

@@ -274,8 +274,10 @@ class _Auth:
         """Learn credentials for a 401; True when the request is worth retrying."""
         with self._lock:
             current = self.header(action)
-            if current and current != dict(sent):
+            if current != dict(sent):
                 return True  # another thread already answered this challenge
+            if current:
+                return False  # what we hold was just refused; asking again would not help
             challenge = response.headers.get("WWW-Authenticate", "")
             scheme = challenge.split(" ", 1)[0].lower()
             if scheme == "basic":
@@ -654,7 +656,8 @@ class OciRegistry:
                 f"tag {tag!r} of {self._host}/{self._repository} is immutable and points "
                 f"at another image: {detail}"
             )
-        if names & {"TAG_INVALID", "NAME_INVALID"}:
+        if names & {"TAG_INVALID", "NAME_INVALID"} or (response.status_code == 404 and not names):
+            # A bare 404 on a manifest PUT: the registry's routes do not accept this name.
             raise InvalidStitchRequest(f"registry {self._host} refused tag {tag!r}: {detail}")
         if response.status_code in (400, 415) or names & {"MANIFEST_INVALID", "UNSUPPORTED"}:
             raise UnsupportedMediaType(

@@ -1,0 +1,174 @@
+"""Errors end to end: the right exit status, one clear line on stderr, the registry unchanged."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from ecr_multiarch.cli import main
+from ecr_multiarch.local.images import (
+    Blob,
+    Image,
+    RegistryPusher,
+    build_image,
+    canonical_json,
+)
+from ecr_multiarch.local.registry import LocalRegistry, free_port
+from manifest_stitcher.contract import OCI_MANIFEST, Platform
+
+AMD64 = Platform("linux", "amd64")
+ARM64 = Platform("linux", "arm64", "v8")
+
+
+def _image(platform: Platform, salt: str = "") -> Image:
+    return build_image({f"{platform}{salt}": f"{platform}{salt}".encode()}, platform)
+
+
+def _helm_chart() -> Image:
+    """An OCI artifact that is not an image: a Helm chart (its config is not an image config)."""
+    config = Blob("application/vnd.cncf.helm.config.v1+json", b'{"name":"demo","version":"1.0.0"}')
+    chart = Blob("application/vnd.cncf.helm.chart.content.v1.tar+gzip", b"\x1f\x8b not really")
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config.descriptor(),
+        "layers": [chart.descriptor()],
+    }
+    return Image(Blob(OCI_MANIFEST, canonical_json(manifest)), (config, chart))
+
+
+@pytest.fixture
+def seeded(pusher: RegistryPusher, repository: str) -> dict[str, Image]:
+    """A repository holding amd64, arm64, a second amd64 image and a Helm chart, by tag."""
+    images = {
+        "amd64": _image(AMD64),
+        "arm64": _image(ARM64),
+        "amd64-other": _image(AMD64, salt="other"),
+        "chart": _helm_chart(),
+    }
+    for tag, image in images.items():
+        pusher.push_image(repository, image, tag=tag)
+    return images
+
+
+def _fails(capsys: pytest.CaptureFixture[str], argv: list[str], status: int, *needles: str) -> str:
+    """Run the command; check the exit status and that stderr is ONE line naming ``needles``."""
+    assert main(argv) == status
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert out == ""
+    return lines[0]
+
+
+def test_missing_children_exit_3_naming_every_missing_ref(
+    registry: LocalRegistry, pusher: RegistryPusher, repository: str, seeded: dict[str, Image],
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    before = pusher.tags(repository)
+    absent = "sha256:" + "0" * 64
+    line = _fails(
+        capsys,
+        ["stitch", f"{registry.host}/{repository}:v1",
+         "--image", "amd64", "--image", "no-such-tag", "--image", absent],
+        3, "ImageNotFound", "no-such-tag", absent,
+    )  # fmt: skip
+    assert "amd64," not in line
+    assert pusher.tags(repository) == before
+
+
+def test_two_images_of_one_platform_exit_4(
+    registry: LocalRegistry, pusher: RegistryPusher, repository: str, seeded: dict[str, Image],
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    before = pusher.tags(repository)
+    _fails(
+        capsys,
+        ["stitch", f"{registry.host}/{repository}:v1",
+         "--image", "amd64", "--image", "amd64-other", "--image", "arm64"],
+        4, "PlatformConflict", "linux/amd64",
+        seeded["amd64"].digest, seeded["amd64-other"].digest,
+    )  # fmt: skip
+    assert pusher.tags(repository) == before
+
+
+def test_an_artifact_that_is_not_an_image_exits_4(
+    registry: LocalRegistry, pusher: RegistryPusher, repository: str, seeded: dict[str, Image],
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    before = pusher.tags(repository)
+    _fails(
+        capsys,
+        ["stitch", f"{registry.host}/{repository}:v1", "--image", "amd64", "--image", "chart"],
+        4, "UnsupportedMediaType", "application/vnd.cncf.helm.config.v1+json",
+    )  # fmt: skip
+    assert pusher.tags(repository) == before
+
+
+@pytest.mark.parametrize(
+    ("target", "images", "needle"),
+    [
+        ("{host}/{repo}", ["amd64"], "expected registry/repository:tag"),
+        ("{host}/{repo}@sha256:" + "a" * 64, ["amd64"], "expected registry/repository:tag"),
+        ("{host}/Bad_Repo:v1", ["amd64"], "'Bad_Repo'"),
+        ("{host}/{repo}:-v1", ["amd64"], "'-v1'"),
+        ("{host}/{repo}:v1", ["sha256:abc"], "'sha256:abc'"),
+        ("{host}/{repo}:v1", ["{host}/elsewhere:amd64"], "elsewhere"),
+        ("{host}/{repo}:v1", ["amd64=linux"], "'linux' is not OS/ARCH"),
+        ("{host}/{repo}:v1", ["bad tag!"], "'bad tag!'"),
+        ("{host}/{repo}:v1", [], "at least one --image"),
+    ],
+)
+def test_bad_references_exit_2_and_write_nothing(
+    registry: LocalRegistry, pusher: RegistryPusher, repository: str, seeded: dict[str, Image],
+    capsys: pytest.CaptureFixture[str], target: str, images: list[str], needle: str,
+) -> None:  # fmt: skip
+    before = pusher.tags(repository)
+    fill = {"host": registry.host, "repo": repository}
+    argv = ["stitch", target.format(**fill)]
+    for image in images:
+        argv += ["--image", image.format(**fill)]
+    _fails(capsys, argv, 2, needle)
+    assert pusher.tags(repository) == before
+
+
+def test_a_bad_extra_tag_names_the_flag(
+    registry: LocalRegistry, pusher: RegistryPusher, repository: str, seeded: dict[str, Image],
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    _fails(
+        capsys,
+        ["stitch", f"{registry.host}/{repository}:v1", "--image", "amd64", "--tag", ".hidden"],
+        2, "InvalidStitchRequest", "--tag", "'.hidden'",
+    )  # fmt: skip
+    assert "v1" not in pusher.tags(repository)
+
+
+def test_an_invalid_event_exits_2(
+    registry: LocalRegistry, pusher: RegistryPusher, repository: str, seeded: dict[str, Image],
+    capsys: pytest.CaptureFixture[str], tmp_path: Path,
+) -> None:  # fmt: skip
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"repositoryName": repository, "tags": ["v1"], "imges": []}))
+    _fails(capsys, ["stitch", "--event", str(event), "--registry", registry.host], 2,
+           "InvalidStitchRequest", "imges")  # fmt: skip
+    event.write_text("{not json")
+    _fails(capsys, ["stitch", "--event", str(event), "--registry", registry.host], 2, "not JSON")
+    assert pusher.tags(repository) == sorted(seeded)
+
+
+def test_an_unreachable_registry_exits_6_naming_the_host(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    host = f"127.0.0.1:{free_port()}"  # nobody listens there
+    started = time.monotonic()
+    _fails(capsys, ["stitch", f"{host}/hello:v1", "--image", "amd64"], 6,
+           "RegistryUnavailable", host, "unreachable")  # fmt: skip
+    _fails(capsys, ["inspect", f"{host}/hello:v1"], 6, "RegistryUnavailable", host)
+    # a few retries with a short back-off, not minutes
+    assert time.monotonic() - started < 15

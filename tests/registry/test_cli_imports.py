@@ -1,0 +1,44 @@
+"""The command line starts light: no boto3 unless an ECR registry is used."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from ecr_multiarch.local.images import RegistryPusher, build_image
+from ecr_multiarch.local.registry import LocalRegistry
+from manifest_stitcher.contract import Platform
+
+
+def _modules_after(code: str) -> set[str]:
+    script = textwrap.dedent(code) + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_importing_the_cli_loads_neither_boto3_nor_requests_nor_the_cdk() -> None:
+    loaded = _modules_after("import ecr_multiarch.cli")
+    assert not {"boto3", "botocore", "requests", "pydantic", "aws_cdk"} & loaded
+
+
+def test_a_stitch_against_an_oci_registry_never_loads_boto3(
+    registry: LocalRegistry, pusher: RegistryPusher, repository: str
+) -> None:
+    for platform in (Platform("linux", "amd64"), Platform("linux", "arm64", "v8")):
+        image = build_image({"p": str(platform).encode()}, platform)
+        pusher.push_image(repository, image, tag=platform.architecture)
+    loaded = _modules_after(
+        f"""
+        from ecr_multiarch.cli import main
+        assert main(["stitch", "{registry.host}/{repository}:v1",
+                     "--image", "amd64", "--image", "arm64"]) == 0
+        assert main(["inspect", "{registry.host}/{repository}:v1"]) == 0
+        """
+    )
+    assert "manifest_stitcher.oci" in loaded  # the stitch really ran
+    assert not {"boto3", "botocore"} & loaded

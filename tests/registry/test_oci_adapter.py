@@ -1,0 +1,185 @@
+"""The OCI adapter on its own, against the real registry: reads, writes, retries, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from requests.adapters import BaseAdapter
+
+from ecr_multiarch.local.images import RegistryPusher, build_image, build_index
+from ecr_multiarch.local.registry import LocalRegistry
+from manifest_stitcher.contract import OCI_INDEX, ImageRef, Platform, StitchedIndex
+from manifest_stitcher.errors import ImageNotFound, InvalidStitchRequest, RegistryUnavailable
+from manifest_stitcher.oci import OciRegistry, is_ecr_host, is_loopback
+
+from . import authproxy
+
+AMD64 = Platform("linux", "amd64")
+ARM64 = Platform("linux", "arm64", "v8")
+
+
+def _index_over(*images: Any) -> StitchedIndex:
+    index, _children = build_index(list(images), attestations=False)
+    return StitchedIndex(index.manifest.data, index.digest, OCI_INDEX, ())
+
+
+@pytest.fixture
+def front(registry: LocalRegistry) -> Iterator[authproxy.AuthFront]:
+    """An open front over the registry that can answer errors on demand."""
+    yield from authproxy.serve(authproxy.AuthFront(upstream=registry.url))
+
+
+def test_reads_keep_request_order_and_name_every_missing_ref(
+    registry: LocalRegistry, pusher: RegistryPusher, repository: str
+) -> None:
+    amd64, arm64 = build_image({"a": b"a"}, AMD64), build_image({"b": b"b"}, ARM64, oci=False)
+    pusher.push_image(repository, amd64, tag="amd64")
+    pusher.push_image(repository, arm64)
+    oci = OciRegistry(registry.host, repository)
+
+    fetched = oci.get_manifests([ImageRef(digest=arm64.digest), ImageRef(tag="amd64")])
+    assert [(m.digest, m.media_type, m.body) for m in fetched] == [
+        (arm64.digest, arm64.media_type, arm64.manifest.data),
+        (amd64.digest, amd64.media_type, amd64.manifest.data),
+    ]
+    config = amd64.blobs[0]
+    assert oci.get_blobs([config.digest, config.digest]) == {config.digest: config.data}
+
+    absent = "sha256:" + "1" * 64
+    with pytest.raises(ImageNotFound) as raised:
+        oci.get_manifests([ImageRef(tag="amd64"), ImageRef(tag="gone"), ImageRef(digest=absent)])
+    assert "gone" in str(raised.value)
+    assert absent in str(raised.value)
+    with pytest.raises(ImageNotFound, match="sha256:" + "2" * 64):
+        oci.get_blobs(["sha256:" + "2" * 64])
+
+
+def test_the_registry_refusing_a_missing_child_is_image_not_found(
+    registry: LocalRegistry, pusher: RegistryPusher, repository: str
+) -> None:
+    pushed, never_pushed = build_image({"a": b"a"}, AMD64), build_image({"b": b"b"}, ARM64)
+    pusher.push_image(repository, pushed, tag="amd64")
+    oci = OciRegistry(registry.host, repository)
+    with pytest.raises(ImageNotFound, match="MANIFEST_BLOB_UNKNOWN"):
+        oci.put_index(_index_over(pushed, never_pushed), ["v1"])
+    assert pusher.tags(repository) == ["amd64"]
+
+
+def test_put_writes_each_tag_once_and_a_rerun_writes_nothing(
+    registry: LocalRegistry, pusher: RegistryPusher, repository: str
+) -> None:
+    image = build_image({"a": b"a"}, AMD64)
+    pusher.push_image(repository, image, tag="amd64")
+    oci = OciRegistry(registry.host, repository)
+    index = _index_over(image)
+    assert oci.put_index(index, ["v1", "latest"]) is True
+    assert oci.digest_of("v1") == oci.digest_of("latest") == index.digest
+    assert oci.put_index(index, ["v1", "latest"]) is False
+    assert oci.digest_of("nope") is None
+
+
+def test_a_later_tag_failing_says_which_tags_moved(
+    registry: LocalRegistry, pusher: RegistryPusher, repository: str
+) -> None:
+    image = build_image({"a": b"a"}, AMD64)
+    pusher.push_image(repository, image, tag="amd64")
+    oci = OciRegistry(registry.host, repository)
+    index = _index_over(image)
+    # The registry itself refuses a tag that breaks its grammar (the request model
+    # refuses it earlier; here the adapter meets the registry's own refusal).
+    with pytest.raises(InvalidStitchRequest) as raised:
+        oci.put_index(index, ["v1", "bad~tag"])
+    assert raised.value.moved_tags == ("v1",)
+    assert "tags already moved" in str(raised.value)
+    assert "bad~tag" in str(raised.value)
+    assert oci.digest_of("v1") == index.digest
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_server_errors_are_retried_then_reported_naming_the_host(
+    front: authproxy.AuthFront, pusher: RegistryPusher, repository: str, status: int
+) -> None:
+    image = build_image({"a": b"a"}, AMD64)
+    pusher.push_image(repository, image, tag="amd64")
+    oci = OciRegistry(front.host, repository, backoff=0.01)
+
+    front.fail_next, front.fail_status = 2, status
+    assert oci.fetch("amd64").digest == image.digest  # the third attempt got through
+    assert len(front.requests_seen) == 3
+
+    front.fail_next = 100
+    with pytest.raises(RegistryUnavailable, match=f"registry {front.host} still answers") as err:
+        oci.fetch("amd64")
+    assert str(status) in str(err.value)
+    assert "after 4 attempts" in str(err.value)
+
+
+class _Recorder(BaseAdapter):
+    """Records the URLs asked for and answers 404 (no network)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        """Record, answer 404."""
+        self.urls.append(str(request.url))
+        response = requests.Response()
+        response.status_code = 404
+        response.request = request
+        response._content = b""
+        return response
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+@pytest.mark.parametrize(
+    ("host", "insecure", "scheme"),
+    [
+        ("registry.example.com", False, "https"),
+        ("registry.example.com:5000", False, "https"),
+        ("127.0.0.1:5000", False, "http"),
+        ("localhost:5000", False, "http"),
+        ("[::1]:5000", False, "http"),
+        ("registry.example.com", True, "https"),  # TLS first, unverified; HTTP if it has none
+    ],
+)
+def test_plain_http_only_for_loopback_or_insecure(host: str, insecure: bool, scheme: str) -> None:
+    recorder = _Recorder()
+    session = requests.Session()
+    session.mount("http://", recorder)
+    session.mount("https://", recorder)
+    oci = OciRegistry(host, "team/hello", insecure=insecure, session=session)
+    with pytest.raises(ImageNotFound, match="team/hello: v1"):
+        oci.fetch("v1")
+    assert recorder.urls == [f"{scheme}://{host}/v2/team/hello/manifests/v1"]
+
+
+def test_docker_hub_names_go_to_its_api_host() -> None:
+    recorder = _Recorder()
+    session = requests.Session()
+    session.mount("https://", recorder)
+    with pytest.raises(ImageNotFound):
+        OciRegistry("docker.io", "library/alpine", session=session).fetch("3")
+    assert recorder.urls == ["https://registry-1.docker.io/v2/library/alpine/manifests/3"]
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1:5000", True), ("127.1.2.3", True), ("localhost", True), ("[::1]:443", True),
+     ("10.0.0.1:5000", False), ("localhost.example.com", False), ("registry:5000", False)],
+)  # fmt: skip
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_is_ecr_host() -> None:
+    assert is_ecr_host("123456789012.dkr.ecr.eu-west-1.amazonaws.com")
+    assert is_ecr_host("123456789012.dkr.ecr-fips.us-east-1.amazonaws.com")
+    assert is_ecr_host("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn")
+    assert not is_ecr_host("public.ecr.aws")
+    assert not is_ecr_host("12345.dkr.ecr.eu-west-1.amazonaws.com")

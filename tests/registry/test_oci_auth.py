@@ -1,0 +1,239 @@
+"""Auth of the OCI adapter: basic, the bearer-token challenge, the Docker config and ECR hosts.
+
+A small front on 127.0.0.1 (``authproxy``) demands the credentials the way
+public registries do and forwards to the real registry behind it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from botocore.stub import Stubber
+from requests.adapters import HTTPAdapter
+
+from ecr_multiarch.cli import main
+from ecr_multiarch.local.images import RegistryPusher, build_image
+from ecr_multiarch.local.registry import LocalRegistry
+from manifest_stitcher.contract import Platform
+from manifest_stitcher.oci import OciRegistry, RegistryAccessDenied
+from manifest_stitcher.request import parse_request
+from manifest_stitcher.stitch import stitch
+
+from . import authproxy
+from .clients import skopeo_digest
+
+ACCOUNT = "123456789012"
+ECR_HOST = f"{ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com"
+
+
+@pytest.fixture
+def children(pusher: RegistryPusher, repository: str) -> list[str]:
+    """Two per-platform images in the repository; their tags."""
+    for platform in (Platform("linux", "amd64"), Platform("linux", "arm64", "v8")):
+        pusher.push_image(repository, build_image({"p": str(platform).encode()}, platform),
+                          tag=platform.architecture)  # fmt: skip
+    return ["amd64", "arm64"]
+
+
+@pytest.fixture
+def front(registry: LocalRegistry, request: pytest.FixtureRequest) -> Iterator[authproxy.AuthFront]:
+    """An auth front over the session registry; its mode comes from the test's parameter."""
+    settings: dict[str, Any] = getattr(request, "param", {})
+    yield from authproxy.serve(authproxy.AuthFront(upstream=registry.url, **settings))
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Neither the user's environment nor their Docker config may leak into a test."""
+    monkeypatch.delenv("ECR_MULTIARCH_USERNAME", raising=False)
+    monkeypatch.delenv("ECR_MULTIARCH_PASSWORD", raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "empty-docker-config"))
+
+
+def _stitch(front: authproxy.AuthFront, repository: str, tags: list[str], *extra: str) -> int:
+    argv = ["stitch", f"{front.host}/{repository}:multi", *extra]
+    for tag in tags:
+        argv += ["--image", tag]
+    return main(argv)
+
+
+@pytest.mark.parametrize("front", [{"mode": "basic"}], indirect=True)
+def test_basic_auth_from_the_environment(
+    front: authproxy.AuthFront, registry: LocalRegistry, repository: str, children: list[str],
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.setenv("ECR_MULTIARCH_USERNAME", front.username)
+    monkeypatch.setenv("ECR_MULTIARCH_PASSWORD", front.password)
+    assert _stitch(front, repository, children, "--json") == 0
+    digest = json.loads(capsys.readouterr().out)["digest"]
+    assert skopeo_digest(f"{registry.host}/{repository}:multi") == digest
+    # the PUT carried the credentials; only the first request went without
+    authorized = [auth for _m, _p, auth in front.requests_seen if auth]
+    assert front.requests_seen[0][2] == ""
+    assert len(authorized) == len(front.requests_seen) - 1
+    assert all(front.basic_ok(auth) for auth in authorized)
+    assert any(method == "PUT" for method, _p, _a in front.requests_seen)
+
+
+@pytest.mark.parametrize("front", [{"mode": "basic"}], indirect=True)
+def test_basic_auth_from_the_docker_config_and_from_stdin(
+    front: authproxy.AuthFront, repository: str, children: list[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    config = tmp_path / "docker"
+    config.mkdir()
+    encoded = base64.b64encode(f"{front.username}:{front.password}".encode()).decode()
+    (config / "config.json").write_text(json.dumps({"auths": {front.host: {"auth": encoded}}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    assert _stitch(front, repository, children) == 0
+    assert "written" in capsys.readouterr().out
+
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "none"))
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO(front.password + "\n"))
+    assert main(["inspect", f"{front.host}/{repository}:multi",
+                 "--username", front.username, "--password-stdin"]) == 0  # fmt: skip
+    assert "linux/arm64/v8" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("front", [{"mode": "basic"}], indirect=True)
+def test_wrong_or_missing_credentials_exit_6_naming_the_host(
+    front: authproxy.AuthFront, pusher: RegistryPusher, repository: str, children: list[str],
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    before = pusher.tags(repository)
+    assert _stitch(front, repository, children) == 6
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "RegistryAccessDenied" in err[0]
+    assert front.host in err[0]
+    assert "401" in err[0]
+
+    monkeypatch.setenv("ECR_MULTIARCH_USERNAME", front.username)
+    monkeypatch.setenv("ECR_MULTIARCH_PASSWORD", "wrong")
+    assert _stitch(front, repository, children) == 6
+    assert front.host in capsys.readouterr().err
+    assert pusher.tags(repository) == before
+
+
+@pytest.mark.parametrize("front", [{"mode": "bearer"}], indirect=True)
+def test_bearer_token_flow_asks_pull_then_push_scope(
+    front: authproxy.AuthFront, repository: str, children: list[str],
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.setenv("ECR_MULTIARCH_USERNAME", front.username)
+    monkeypatch.setenv("ECR_MULTIARCH_PASSWORD", front.password)
+    assert _stitch(front, repository, children, "--json") == 0
+    result = json.loads(capsys.readouterr().out)
+
+    scopes = [request["scope"] for request in front.token_requests]
+    assert scopes == [[f"repository:{repository}:pull"], [f"repository:{repository}:pull,push"]]
+    assert all(request["service"] == [front.realm_service] for request in front.token_requests)
+    # one token per scope, not one per concurrent request
+    assert len(front.token_requests) == 2
+    # the re-run only reads: HEAD finds the tag on the index, nothing is PUT
+    puts_before = sum(method == "PUT" for method, _p, _a in front.requests_seen)
+    assert _stitch(front, repository, children, "--json") == 0
+    again = json.loads(capsys.readouterr().out)
+    assert (again["digest"], again["changed"]) == (result["digest"], False)
+    assert sum(method == "PUT" for method, _p, _a in front.requests_seen) == puts_before
+
+
+@pytest.mark.parametrize("front", [{"mode": "bearer", "anonymous_pull": True}], indirect=True)
+def test_anonymous_pull_works_and_push_is_refused_clearly(
+    front: authproxy.AuthFront, pusher: RegistryPusher, repository: str, children: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    assert main(["inspect", f"{front.host}/{repository}:amd64"]) == 0
+    assert "linux/amd64" in capsys.readouterr().out
+    before = pusher.tags(repository)
+    assert _stitch(front, repository, children) == 6
+    err = capsys.readouterr().err
+    assert front.host in err
+    assert "denied access (HTTP 401) to push to" in err
+    # inspect: one pull token; stitch: one pull and one push token, and the refused push
+    # token is not asked for again and again
+    assert [r["scope"] for r in front.token_requests][-1] == [f"repository:{repository}:pull,push"]
+    assert len(front.token_requests) == 3
+    assert pusher.tags(repository) == before
+
+
+class _ToLocal(HTTPAdapter):
+    """Sends what is addressed to the ECR endpoint to the local front instead (no network)."""
+
+    def __init__(self, local: str) -> None:
+        super().__init__()
+        self.local = local
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        """Rewrite the URL, then send."""
+        assert request.url is not None
+        request.url = request.url.replace(f"https://{ECR_HOST}", f"http://{self.local}")
+        return super().send(request, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "front",
+    [{"mode": "basic", "username": "AWS", "password": "ecr-password",
+      "basic_realm": f"https://{ECR_HOST}/", "basic_service": "ecr.amazonaws.com"}],
+    indirect=True,
+)  # fmt: skip
+def test_an_ecr_host_gets_its_credentials_from_get_authorization_token(
+    front: authproxy.AuthFront, pusher: RegistryPusher, repository: str, children: list[str],
+    registry: LocalRegistry,
+) -> None:  # fmt: skip
+    # GIVEN an ECR client whose GetAuthorizationToken is stubbed (validated against the API model)
+    client = boto3.client("ecr", region_name="eu-west-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")  # fmt: skip
+    token = base64.b64encode(b"AWS:ecr-password").decode()
+    with Stubber(client) as stub:
+        stub.add_response(
+            "get_authorization_token",
+            {"authorizationData": [{"authorizationToken": token,
+                                    "proxyEndpoint": f"https://{ECR_HOST}"}]},
+            {"registryIds": [ACCOUNT]},
+        )  # fmt: skip
+        session = requests.Session()
+        session.mount(f"https://{ECR_HOST}", _ToLocal(front.host))
+        adapter = OciRegistry(ECR_HOST, repository, session=session, ecr_client=client)
+        request = parse_request(
+            {"repositoryName": repository, "tags": ["multi"],
+             "images": [{"tag": tag} for tag in children]}
+        )  # fmt: skip
+
+        # WHEN it stitches through the ECR endpoint
+        result = stitch(request, adapter)
+
+        # THEN one token call served every request, and the index is in the registry
+        stub.assert_no_pending_responses()
+    assert result.image_uri == f"{ECR_HOST}/{repository}@{result.digest}"
+    assert result.registry_id == ECR_HOST
+    assert all(front.basic_ok(auth) for _m, _p, auth in front.requests_seen[1:])
+    assert skopeo_digest(f"{registry.host}/{repository}:multi") == result.digest
+
+
+@pytest.mark.parametrize(
+    "front",
+    [{"mode": "basic", "username": "AWS", "password": "x", "basic_service": "ecr.amazonaws.com"}],
+    indirect=True,
+)
+def test_an_ecr_token_error_is_access_denied_naming_the_host(
+    front: authproxy.AuthFront, repository: str, children: list[str]
+) -> None:
+    client = boto3.client("ecr", region_name="eu-west-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")  # fmt: skip
+    with Stubber(client) as stub:
+        stub.add_client_error("get_authorization_token", "AccessDeniedException", "not allowed")
+        session = requests.Session()
+        session.mount(f"https://{ECR_HOST}", _ToLocal(front.host))
+        adapter = OciRegistry(ECR_HOST, repository, session=session, ecr_client=client)
+        with pytest.raises(RegistryAccessDenied, match=ECR_HOST) as raised:
+            adapter.fetch("amd64")
+    assert "GetAuthorizationToken" in str(raised.value)
+    assert raised.value.exit_code == 6
