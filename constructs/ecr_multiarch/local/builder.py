@@ -74,6 +74,8 @@ def _phase_script(phase: str, spec: Mapping[str, Any]) -> list[str]:
     continue_on_failure = str(spec.get("on-failure", "ABORT")).upper() == "CONTINUE"
     lines = [
         f'__start=$EPOCHREALTIME; __ok=1; echo "[Container] Entering phase {phase}"',
+        # A command that exits the shell leaves this line without its end: the phase failed.
+        f'echo "{phase} STARTED $__start -" >> "$__phases"',
     ]
     for command in commands:
         quoted = shlex.quote(command)
@@ -157,7 +159,7 @@ class LocalCodeBuild:
         self.env = env or LocalEnvironment()
         self._numbers = itertools.count(1)
         self._lock = threading.Lock()
-        self._source_files: list[str] | None = None
+        self._source_files: dict[Path, list[str]] = {}
         self.shims_dir = workdir / "shims"
         self._write_shims()
 
@@ -173,36 +175,36 @@ class LocalCodeBuild:
         python3.write_text(f'#!/bin/sh\nexec {python} "$@"\n')
         python3.chmod(0o755)
 
-    def source_files(self) -> list[str]:
-        """The files a checkout of the source holds (git's view when it is a git work tree)."""
+    def source_files(self, source_dir: Path) -> list[str]:
+        """The files a checkout of ``source_dir`` holds (git's view in a git work tree)."""
         with self._lock:
-            if self._source_files is None:
-                self._source_files = self._list_source()
-            return self._source_files
+            if source_dir not in self._source_files:
+                self._source_files[source_dir] = self._list_source(source_dir)
+            return self._source_files[source_dir]
 
-    def _list_source(self) -> list[str]:
+    def _list_source(self, source_dir: Path) -> list[str]:
         git = shutil.which("git")
-        if git and (self.source_dir / ".git").exists():
+        if git and (source_dir / ".git").exists():
             listed = subprocess.run(  # noqa: S603 - fixed git command on our own tree
                 [git, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                cwd=self.source_dir,
+                cwd=source_dir,
                 capture_output=True,
                 check=False,
             )
             if listed.returncode == 0:
                 names = [n for n in listed.stdout.decode().split("\0") if n]
-                return [n for n in names if (self.source_dir / n).is_file()]
+                return [n for n in names if (source_dir / n).is_file()]
         files = []
-        for root, dirs, names in os.walk(self.source_dir):
+        for root, dirs, names in os.walk(source_dir):
             dirs[:] = [d for d in dirs if d not in _SKIPPED_DIRS]
-            files += [str((Path(root) / n).relative_to(self.source_dir)) for n in names]
+            files += [str((Path(root) / n).relative_to(source_dir)) for n in names]
         return files
 
-    def _checkout(self, target: Path) -> None:
-        for name in self.source_files():
+    def _checkout(self, source_dir: Path, target: Path) -> None:
+        for name in self.source_files(source_dir):
             destination = target / name
             destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(self.source_dir / name, destination)
+            shutil.copy2(source_dir / name, destination)
 
     def start_build_sync(
         self,
@@ -226,7 +228,7 @@ class LocalCodeBuild:
         src = build_dir / "src"
         src.mkdir(parents=True)
         started = time.time()
-        self._checkout(src)
+        self._checkout(project.source_dir or self.source_dir, src)
         buildspec = project.buildspec
         if parameters.get("BuildspecOverride"):
             buildspec = json.loads(str(parameters["BuildspecOverride"]))
@@ -351,11 +353,21 @@ def _phases(path: Path, ended: float, status: str) -> list[dict[str, Any]]:
         {"PhaseType": "SUBMITTED", "PhaseStatus": "SUCCEEDED", "DurationInSeconds": 0},
         {"PhaseType": "DOWNLOAD_SOURCE", "PhaseStatus": "SUCCEEDED"},
     ]
-    seen = set()
-    if path.exists():
-        for line in path.read_text().splitlines():
-            phase, phase_status, start, end = line.split()
-            seen.add(phase)
+    lines = [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+    finished = {phase for phase, phase_status, _, _ in lines if phase_status != "STARTED"}
+    for phase, phase_status, start, end in lines:
+        if phase_status == "STARTED":
+            if phase not in finished:
+                # The script ended inside this phase (an `exit` in a command, or a timeout).
+                failed = "TIMED_OUT" if status == "TIMED_OUT" else "FAILED"
+                phases.append(
+                    {
+                        "PhaseType": phase,
+                        "PhaseStatus": failed,
+                        "StartTime": int(float(start) * 1000),
+                    }
+                )
+        else:
             phases.append(
                 {
                     "PhaseType": phase,
@@ -365,10 +377,6 @@ def _phases(path: Path, ended: float, status: str) -> list[dict[str, Any]]:
                     "DurationInSeconds": round(float(end) - float(start)),
                 }
             )
-    if status != "SUCCEEDED" and not any(p.get("PhaseStatus") == "FAILED" for p in phases):
-        # The script ended inside a phase (exit in a command, or a timeout).
-        current = next((p for p in PHASES if p not in seen), "BUILD")
-        phases.append({"PhaseType": current, "PhaseStatus": status})
     phases.append({"PhaseType": "COMPLETED", "StartTime": int(ended * 1000)})
     return phases
 

@@ -23,6 +23,7 @@ LOCAL_REGION = "eu-west-1"
 # Properties that carry a resource's explicit physical name, by resource type.
 _NAME_PROPERTY = {
     "AWS::ECR::Repository": "RepositoryName",
+    "AWS::CodeCommit::Repository": "RepositoryName",
     "AWS::CodeBuild::Project": "Name",
     "AWS::Lambda::Function": "FunctionName",
     "AWS::SNS::Topic": "TopicName",
@@ -99,6 +100,7 @@ class TemplateResolver:
             "AWS::Lambda::Function": f"{prefix}:lambda:{e.region}:{e.account}:function:{name}",
             "AWS::CodeBuild::Project": f"{prefix}:codebuild:{e.region}:{e.account}:project/{name}",
             "AWS::ECR::Repository": f"{prefix}:ecr:{e.region}:{e.account}:repository/{name}",
+            "AWS::CodeCommit::Repository": f"{prefix}:codecommit:{e.region}:{e.account}:{name}",
             "AWS::SNS::Topic": f"{prefix}:sns:{e.region}:{e.account}:{name}",
             "AWS::Events::EventBus": f"{prefix}:events:{e.region}:{e.account}:event-bus/{name}",
             "AWS::Events::Rule": f"{prefix}:events:{e.region}:{e.account}:rule/{name}",
@@ -153,11 +155,17 @@ class TemplateResolver:
             return self.physical_name(logical_id)
         if resource_type == "AWS::ECR::Repository" and attribute == "RepositoryUri":
             return f"{self.env.ecr_host}/{self.physical_name(logical_id)}"
+        if resource_type == "AWS::CodeCommit::Repository" and attribute.startswith("CloneUrl"):
+            name = self.physical_name(logical_id)
+            host = f"git-codecommit.{self.env.region}.{self.env.url_suffix}"
+            if attribute == "CloneUrlSsh":
+                return f"ssh://{host}/v1/repos/{name}"
+            return f"https://{host}/v1/repos/{name}"
         if resource_type == "AWS::IAM::Role" and attribute == "RoleId":
             return f"AROA{logical_id.upper()[:17]}"
         raise TemplateError(
             f"Fn::GetAtt {logical_id}.{attribute} ({resource_type}) has no local value; "
-            "supported: Arn, Name, RepositoryUri"
+            "supported: Arn, Name, RepositoryUri, CloneUrlHttp, CloneUrlSsh"
         )
 
     def resolve(self, value: Any) -> Any:

@@ -93,6 +93,11 @@ class BuildProject:
     compute_type: str
     environment_type: str
     timeout_minutes: int
+    source_type: str = "NO_SOURCE"
+    source_location: str = ""
+    source_dir: Path | None = None
+    """The files a build of this project checks out, when the assembly holds them (the initial
+    code of a CodeCommit repository of the same stack); None: the project's working tree."""
 
     @property
     def target_platform(self) -> str:
@@ -183,7 +188,23 @@ def _parse_buildspec(text: str, project: str) -> dict[str, Any]:
     return parsed
 
 
-def _project(resolver: TemplateResolver, logical_id: str) -> BuildProject:
+def _codecommit_asset(resolver: TemplateResolver, location: str, cdk_out: Path) -> Path | None:
+    """The staged asset directory holding the initial code of the CodeCommit repository
+    whose clone URL is ``location``."""
+    for logical_id, repo in resolver.resources_of_type("AWS::CodeCommit::Repository").items():
+        if location not in (
+            resolver.get_att(logical_id, "CloneUrlHttp"),
+            resolver.get_att(logical_id, "CloneUrlSsh"),
+        ):
+            continue
+        key = str(((repo.get("Properties") or {}).get("Code") or {}).get("S3", {}).get("Key", ""))
+        staged = cdk_out / f"asset.{key.removesuffix('.zip')}"
+        if key and staged.is_dir():
+            return staged
+    return None
+
+
+def _project(resolver: TemplateResolver, logical_id: str, cdk_out: Path) -> BuildProject:
     props = resolver.resolve(resolver.resources[logical_id].get("Properties") or {})
     environment = props.get("Environment") or {}
     variables = {}
@@ -194,7 +215,8 @@ def _project(resolver: TemplateResolver, logical_id: str) -> BuildProject:
                 f"{variable['Type']}; the local run supports PLAINTEXT only"
             )
         variables[variable["Name"]] = str(variable["Value"])
-    buildspec_text = (props.get("Source") or {}).get("BuildSpec")
+    source = props.get("Source") or {}
+    buildspec_text = source.get("BuildSpec")
     if not buildspec_text:
         raise TemplateError(f"project {logical_id} has no inline buildspec to run locally")
     name = resolver.physical_name(logical_id)
@@ -207,6 +229,9 @@ def _project(resolver: TemplateResolver, logical_id: str) -> BuildProject:
         compute_type=str(environment.get("ComputeType", "")),
         environment_type=str(environment.get("Type", "")),
         timeout_minutes=int(props.get("TimeoutInMinutes", 60)),
+        source_type=str(source.get("Type", "NO_SOURCE")),
+        source_location=str(source.get("Location", "")),
+        source_dir=_codecommit_asset(resolver, str(source.get("Location", "")), cdk_out),
     )
 
 
@@ -259,7 +284,9 @@ def load_workflow(
     else:
         raise TemplateError(f"state machine {logical_id} has no inline definition")
     project_ids = resolver.resources_of_type("AWS::CodeBuild::Project")
-    projects = {lid: _project(resolver, lid) for lid in project_ids}
+    projects = {
+        lid: _project(resolver, lid, synthesized.template_path.parent) for lid in project_ids
+    }
     functions = {
         lid: _function(resolver, lid) for lid in resolver.resources_of_type("AWS::Lambda::Function")
     }

@@ -1,0 +1,415 @@
+"""``make demo``: watch a commit become a multi-architecture image, with no AWS account.
+
+Starts a real registry on 127.0.0.1, synthesizes the sample app, executes the
+state machine definition from ``cdk.out`` with npm ``aws-local-stepfunctions``
+(CodeBuild tasks run the real buildspec locally and push real per-platform
+images of examples/hello; the Stitch task runs the real Lambda handler against
+the registry), prints each state as it runs, the platform → digest table and
+the timings, and checks the result with an independent client (skopeo).
+Exits non-zero when the workflow fails or skopeo disagrees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from .builder import build_log_tail
+from .execution import ExecutionReport, Faults, LocalWorkflowRun
+from .registry import LocalRegistry
+from .workflow import PROJECT_ROOT, load_workflow, synthesize
+
+WORKFLOW_BUDGET_SECONDS = 15.0
+WORKFLOW_STEP = "workflow (Step Functions execution)"
+ATTESTATION = "attestation-manifest"
+
+
+@dataclass
+class Timings:
+    """Seconds per step, in the order they ran."""
+
+    steps: list[tuple[str, float]] = field(default_factory=list)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Time the block as ``name``."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.steps.append((name, time.perf_counter() - started))
+
+    def get(self, name: str) -> float:
+        """Seconds of step ``name``."""
+        return next(seconds for step, seconds in self.steps if step == name)
+
+
+class DemoFailed(Exception):
+    """The workflow failed or the independent check disagreed."""
+
+
+def _print(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def head_commit(project_dir: Path) -> str:
+    """The checked-out commit of ``project_dir`` (what a push of it would build)."""
+    git = shutil.which("git")
+    if git:
+        done = subprocess.run(  # noqa: S603 - fixed git command
+            [git, "rev-parse", "HEAD"], cwd=project_dir, capture_output=True, text=True, check=False
+        )
+        if done.returncode == 0 and done.stdout.strip():
+            return done.stdout.strip()
+    return "0123456789abcdef0123456789abcdef01234567"
+
+
+def event_printer(t0: float) -> Callable[[dict[str, Any]], None]:
+    """Prints each state as it enters, leaves, fails, retries or is caught."""
+    entered: dict[str, int] = {}
+
+    def on_event(event: dict[str, Any]) -> None:
+        kind = event["type"]
+        state = event.get("state") or {}
+        name = state.get("name", "")
+        at = event["timestamp"] / 1000 - t0
+        prefix = f"  {at:6.2f}s  "
+        if kind == "StateEntered":
+            entered[name] = event["timestamp"]
+            _print(f"{prefix}▶ {name} ({state.get('type')})")
+        elif kind == "StateExited":
+            took = (event["timestamp"] - entered.get(name, event["timestamp"])) / 1000
+            _print(f"{prefix}✔ {name}  {took:.2f}s")
+        elif kind == "StateFailed":
+            took = (event["timestamp"] - entered.get(name, event["timestamp"])) / 1000
+            _print(f"{prefix}✖ {name}  {took:.2f}s  {event.get('Error')}: {_short(event)}")
+        elif kind == "StateRetried":
+            _print(f"{prefix}↻ {name} retried (attempt {event['retry']['attempt']})")
+        elif kind == "StateCaught":
+            _print(f"{prefix}→ {name}: caught, going to {event['catch']['catcher']['Next']}")
+        elif kind in ("ExecutionSucceeded", "ExecutionFailed"):
+            word = "succeeded" if kind == "ExecutionSucceeded" else "FAILED"
+            extra = f"  {event.get('Error')}: {_short(event)}" if kind == "ExecutionFailed" else ""
+            _print(f"{prefix}■ execution {word}{extra}")
+
+    return on_event
+
+
+def _short(event: dict[str, Any], limit: int = 160) -> str:
+    cause = str(event.get("Cause") or "")
+    try:
+        parsed = json.loads(cause)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and "errorMessage" in parsed:
+        cause = str(parsed["errorMessage"])
+    elif isinstance(parsed, dict) and "Build" in parsed:
+        build = parsed["Build"]
+        cause = f"build {build.get('Id')} {build.get('BuildStatus')}"
+    return cause if len(cause) <= limit else cause[: limit - 1] + "…"
+
+
+def stitch_result(report: ExecutionReport) -> dict[str, Any]:
+    """The stitch handler's result of the execution (its last successful invocation)."""
+    results = [i["result"] for i in report.invocations if "result" in i]
+    if not results:
+        raise DemoFailed("the execution has no successful Stitch invocation")
+    return dict(results[-1])
+
+
+def _platform_text(platform: dict[str, Any]) -> str:
+    parts = [platform.get("os", ""), platform.get("architecture", "")]
+    if platform.get("variant"):
+        parts.append(platform["variant"])
+    return "/".join(parts)
+
+
+def print_result(report: ExecutionReport, result: dict[str, Any]) -> None:
+    """The platform → digest table, the index and its tags, the per-build times."""
+    builds = {b["platform"]: b for b in report.builds}
+    _print("\nImage index")
+    _print(f"  repository  {result['repositoryName']}")
+    _print(f"  digest      {result['digest']}")
+    _print(f"  media type  {result['mediaType']}  ({result['size']} bytes)")
+    _print(f"  tags        {', '.join(result['tags'])}")
+    _print(f"  changed     {str(result['changed']).lower()}")
+    _print(f"  pull        {result['imageUri']}")
+    _print("")
+    header = f"  {'platform':<16} {'image manifest digest':<73} {'build':>6}"
+    _print(header)
+    _print("  " + "-" * (len(header) - 2))
+    for entry in result["manifests"]:
+        if (entry.get("annotations") or {}).get("vnd.docker.reference.type") == ATTESTATION:
+            continue
+        platform = _platform_text(entry["platform"])
+        build = builds.get(platform)
+        took = f"{(build['EndTime'] - build['StartTime']) / 1000:5.2f}s" if build else "     -"
+        _print(f"  {platform:<16} {entry['digest']:<73} {took:>6}")
+    attestations = sum(
+        1
+        for e in result["manifests"]
+        if (e.get("annotations") or {}).get("vnd.docker.reference.type") == ATTESTATION
+    )
+    _print(f"  + {attestations} provenance attestation manifest(s), kept after their images")
+
+
+def verify_with_skopeo(registry: LocalRegistry, result: dict[str, Any]) -> list[str]:
+    """Check the index with skopeo: every tag gives the index, every platform its image."""
+    skopeo = shutil.which("skopeo")
+    if skopeo is None:
+        return ["skopeo is not installed (`make setup` installs it)"]
+    problems: list[str] = []
+    repo = f"{registry.host}/{result['repositoryName']}"
+    for tag in result["tags"]:
+        raw = subprocess.run(  # noqa: S603 - skopeo with fixed arguments
+            [skopeo, "inspect", "--raw", "--tls-verify=false", f"docker://{repo}:{tag}"],
+            capture_output=True,
+            check=False,
+        )
+        digest = "sha256:" + hashlib.sha256(raw.stdout).hexdigest()
+        if raw.returncode != 0 or digest != result["digest"]:
+            problems.append(f"{repo}:{tag} is {digest}, expected the index {result['digest']}")
+    for entry in result["manifests"]:
+        platform = entry["platform"]
+        if platform.get("os") == "unknown":
+            continue
+        problem = _check_platform(skopeo, f"docker://{repo}:{result['tags'][0]}", entry)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def _check_platform(skopeo: str, reference: str, entry: dict[str, Any]) -> str | None:
+    """Let skopeo pick ``entry``'s platform from the index and copy that image; compare."""
+    platform = entry["platform"]
+    name = _platform_text(platform)
+    overrides = ["--override-os", platform["os"], "--override-arch", platform["architecture"]]
+    if platform.get("variant"):
+        overrides += ["--override-variant", platform["variant"]]
+    with tempfile.TemporaryDirectory(prefix="skopeo-") as tmp:
+        done = subprocess.run(  # noqa: S603 - skopeo with fixed arguments
+            [
+                skopeo,
+                *overrides,
+                "copy",
+                "--quiet",
+                "--src-tls-verify=false",
+                reference,
+                f"dir:{tmp}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            return f"skopeo could not copy {name} from {reference}: {done.stderr.strip()}"
+        manifest_bytes = (Path(tmp) / "manifest.json").read_bytes()
+        manifest = json.loads(manifest_bytes)
+        config_hex = manifest["config"]["digest"].split(":", 1)[1]
+        config = json.loads((Path(tmp) / config_hex).read_bytes())
+    digest = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
+    seen = _platform_text(
+        {k: config.get(k) for k in ("os", "architecture", "variant") if config.get(k)}
+    )
+    ok = digest == entry["digest"] and seen == name
+    _print(f"  skopeo {name:<14} → {digest}  config {seen:<12} {'ok' if ok else 'MISMATCH'}")
+    if not ok:
+        return f"{name}: skopeo selected {digest} (config {seen}), the index says {entry['digest']}"
+    return None
+
+
+def print_failure(report: ExecutionReport) -> None:
+    """What failed, the notification it sent, and the failing build's log tail."""
+    _print(f"\nThe workflow failed: {report.error}")
+    for note in report.notifications:
+        _print(f"  notification ({note['state']} → {note['topicArn']}):")
+        _print("    " + str(note["message"])[:1500])
+    for build in report.builds:
+        if build.get("BuildStatus") != "SUCCEEDED":
+            _print(f"  build log of {build['platform']} ({build['Id']}):")
+            for line in build_log_tail(build).splitlines():
+                _print(f"    {line}")
+
+
+def print_timings(timings: Timings, report: ExecutionReport | None) -> None:
+    """How long each step and each state took."""
+    _print("\nTimings")
+    for name, seconds in timings.steps:
+        _print(f"  {name:<34} {seconds:6.2f}s")
+    if report is not None:
+        # Each state once, in the order it was first entered.
+        for state in dict.fromkeys(report.entered()):
+            spans = report.intervals(state)
+            if spans:
+                total = sum(end - start for start, end in spans) / 1000
+                runs = f" ({len(spans)} attempts)" if len(spans) > 1 else ""
+                _print(f"    state {state:<26} {total:6.2f}s{runs}")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The demo's options."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ecr_multiarch.local.demo",
+        description="Run the sample app's workflow locally: real registry, real builds, "
+        "real stitch handler, no AWS account.",
+    )
+    parser.add_argument("--commit", help="commit to build (default: this checkout's HEAD)")
+    parser.add_argument("--branch", default="main", help="branch of the push (default: main)")
+    parser.add_argument("--git-tag", default="", help="git tag of the push (default: none)")
+    parser.add_argument(
+        "--platforms",
+        help="comma-separated platforms, passed to the app as context 'platforms' "
+        "(e.g. linux/amd64,linux/arm64,linux/arm/v7; default: the app's own)",
+    )
+    parser.add_argument(
+        "--context", action="append", default=[], metavar="KEY=VALUE", help="more CDK context"
+    )
+    parser.add_argument(
+        "--cdk-out",
+        type=Path,
+        help="synthesize into this directory (default: a temporary one)",
+    )
+    parser.add_argument(
+        "--assembly",
+        type=Path,
+        help="run an already synthesized cloud assembly (e.g. cdk.out of `make synth`) "
+        "instead of synthesizing",
+    )
+    parser.add_argument(
+        "--fail-build",
+        metavar="PLATFORM",
+        help="make this platform's build fail, to watch the failure path",
+    )
+    return parser.parse_args(argv)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    del frame
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+class Demo:
+    """The demo's steps, each timed; ``close`` stops everything it started."""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.timings = Timings()
+        self.registry = LocalRegistry()
+        self.run: LocalWorkflowRun | None = None
+        self.report: ExecutionReport | None = None
+        self.commit = args.commit or head_commit(PROJECT_ROOT)
+
+    def prepare(self) -> LocalWorkflowRun:
+        """Start the registry, synthesize the app, load its workflow, start the services."""
+        args = self.args
+        context = dict(item.split("=", 1) for item in args.context)
+        if args.platforms:
+            context["platforms"] = args.platforms
+        with self.timings.step("start registry (CNCF distribution)"):
+            self.registry.start()
+        _print(f"registry     {self.registry.url}")
+        cdk_out = args.assembly or args.cdk_out or self.workdir / "cdk.out"
+        if not args.assembly:
+            with self.timings.step("cdk synth (sample app)"):
+                synthesize(cdk_out, context=context)
+        with self.timings.step("load + resolve definition"):
+            workflow = load_workflow(cdk_out)
+        platforms = sorted(p.target_platform for p in workflow.projects.values())
+        _print(f"app          {workflow.stack.name} (synthesized into {cdk_out})")
+        _print(f"workflow     {workflow.name}: {len(workflow.states())} states")
+        _print(f"platforms    {', '.join(platforms)}")
+        _print(f"commit       {self.commit} on {args.branch}\n")
+        with self.timings.step("start local services + Lambda"):
+            self.run = LocalWorkflowRun(workflow, self.registry, workdir=self.workdir / "run")
+            self.run.warm_up()
+        return self.run
+
+    def execute(self) -> ExecutionReport:
+        """Run the execution, printing each state; DemoFailed when it fails."""
+        assert self.run is not None, "prepare() first"
+        args = self.args
+        faults = Faults(fail_builds={args.fail_build: "injected by --fail-build"})
+        with self.timings.step(WORKFLOW_STEP):
+            self.report = self.run.execute(
+                {"commit": self.commit, "branch": args.branch, "gitTag": args.git_tag},
+                faults=faults if args.fail_build else None,
+                on_event=event_printer(time.time()),
+            )
+        if not self.report.succeeded:
+            print_failure(self.report)
+            raise DemoFailed(f"the workflow failed: {self.report.error}")
+        return self.report
+
+    def check(self, report: ExecutionReport) -> dict[str, Any]:
+        """Print the index and check it with skopeo; DemoFailed when skopeo disagrees."""
+        result = stitch_result(report)
+        print_result(report, result)
+        _print("\nIndependent check (skopeo)")
+        with self.timings.step("check with skopeo"):
+            problems = verify_with_skopeo(self.registry, result)
+        if problems:
+            raise DemoFailed("skopeo disagrees:\n  " + "\n  ".join(problems))
+        _print("  every tag resolves to the index; every platform to its own image")
+        return result
+
+    def close(self) -> None:
+        """Stop the runner, the Lambda worker, the services and the registry."""
+        if self.run is not None:
+            self.run.close()
+            self.run = None
+        self.registry.stop()
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """The demo; returns the exit status."""
+    with tempfile.TemporaryDirectory(prefix="ecr-multiarch-demo-") as tmp:
+        demo = Demo(args, Path(tmp))
+        try:
+            _print("ecr-multiarch local demo: one commit → one multi-arch image, no AWS account\n")
+            demo.prepare()
+            demo.check(demo.execute())
+        except DemoFailed as e:
+            print_timings(demo.timings, demo.report)
+            _print(f"\nFAILED: {e}")
+            return 1
+        finally:
+            demo.close()
+    print_timings(demo.timings, demo.report)
+    workflow_seconds = demo.timings.get(WORKFLOW_STEP)
+    verdict = "within" if workflow_seconds < WORKFLOW_BUDGET_SECONDS else "OVER"
+    _print(
+        f"\nworkflow part: {workflow_seconds:.2f}s ({verdict} the "
+        f"{WORKFLOW_BUDGET_SECONDS:.0f}s budget)"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m ecr_multiarch.local.demo``."""
+    args = parse_args(argv)
+    # A terminal's Ctrl-C and a `kill` both unwind through the finally blocks, which stop
+    # the registry, the Lambda worker and the runner.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return run_demo(args)
+    except KeyboardInterrupt:
+        _print("\ninterrupted; everything the demo started is stopped")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
