@@ -203,10 +203,10 @@ class PlatformBuild(Construct):
             Default: one month.
         :param project_name: Default: a name CloudFormation generates.
         """
-        super().__init__(scope, id)
         chosen = platform.with_compute_type(compute_type) if compute_type else platform
         extra = tuple(extra_tags)
         _validate(
+            scope,
             chosen,
             dockerfile=dockerfile,
             context=context,
@@ -217,6 +217,8 @@ class PlatformBuild(Construct):
             default_branch=default_branch,
             extra_tags=extra,
         )
+        # Validated before the construct joins the tree, so a bad call leaves nothing behind.
+        super().__init__(scope, id)
         self.platform: Platform = chosen
         """The platform this project builds, with its compute type."""
         self.repository: ecr.IRepository = repository
@@ -483,6 +485,7 @@ def default_build_spec(
 
 
 def _validate(
+    scope: Construct,
     platform: Platform,
     *,
     dockerfile: str,
@@ -513,7 +516,7 @@ def _validate(
         problems.append("default_branch must not be empty")
     problems.extend(_check_sources(dockerfile, context, target, build_args))
     if buildspec is not None and buildspec.is_immediate:
-        problems.extend(_check_buildspec(buildspec))
+        problems.extend(_check_buildspec(scope, buildspec))
     if problems:
         raise ValueError(f"PlatformBuild ({platform.name}): " + "; ".join(problems))
 
@@ -534,13 +537,15 @@ def _check_sources(
     return problems
 
 
-def _check_buildspec(buildspec: codebuild.BuildSpec) -> list[str]:
+def _check_buildspec(scope: Construct, buildspec: codebuild.BuildSpec) -> list[str]:
     """An inline replacement buildspec must export the variables the workflow reads."""
+    text = cdk.Stack.of(scope).resolve(buildspec.to_build_spec(scope))
     try:
-        text = buildspec.to_build_spec()
-        spec = json.loads(text)
-    except (ValueError, RuntimeError):
-        # YAML text or tokens: cannot be checked here; the contract is documented.
+        spec = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        spec = None
+    if not isinstance(spec, dict):
+        # YAML, or text with tokens in it: cannot be checked here; the contract is documented.
         return []
     exported = (spec.get("env") or {}).get("exported-variables") or []
     missing = [name for name in REQUIRED_EXPORTS if name not in exported]

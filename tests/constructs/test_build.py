@@ -1,0 +1,608 @@
+"""PlatformBuild: the CodeBuild project, its buildspec (run for real with fake docker/aws), IAM
+and the StartBuild task."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk.assertions import Match, Template
+
+from ecr_multiarch.build import PlatformBuild
+from ecr_multiarch.platform import Platform
+from ecr_multiarch.repository import MultiArchRepository
+
+PROJECT = "AWS::CodeBuild::Project"
+REPO_URI = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/hello"
+COMMIT = "3f2a1bc9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3"
+PUSHED = "sha256:" + "1" * 64
+EXISTING = "sha256:" + "e" * 64
+
+
+@pytest.fixture(scope="module")
+def synth() -> dict[str, Any]:
+    """One stack: a repository, three builds (native x86, Graviton, emulated arm/v7), a second
+    repository with its own build, and their tasks in a Parallel state machine."""
+    app = cdk.App()
+    stack = cdk.Stack(app, "Builds")
+    repo = MultiArchRepository(stack, "Repo")
+    other = MultiArchRepository(stack, "OtherRepo")
+    amd64 = PlatformBuild(
+        stack,
+        "BuildAmd64",
+        repository=repo,
+        platform=Platform.LINUX_AMD64,
+        source=codebuild.Source.git_hub(owner="acme", repo="hello"),
+        context="examples/hello",
+        target="runtime",
+        build_args={"GREETING": "hello world", "QUOTE": "it's"},
+        extra_tags=("stable",),
+    )
+    arm64 = PlatformBuild(stack, "BuildArm64", repository=repo, platform=Platform.LINUX_ARM64)
+    armv7 = PlatformBuild(stack, "BuildArmV7", repository=repo, platform=Platform.LINUX_ARM_V7)
+    PlatformBuild(stack, "OtherAmd64", repository=other, platform=Platform.LINUX_AMD64)
+    parallel = sfn.Parallel(stack, "BuildPlatforms")
+    for build in (amd64, arm64, armv7):
+        parallel.branch(
+            build.task(
+                stack,
+                f"Build {build.platform.slug}",
+                commit="$.commit",
+                branch="$.branch",
+                git_tag="$.gitTag",
+            )
+        )
+    sfn.StateMachine(stack, "Workflow", definition_body=sfn.DefinitionBody.from_chainable(parallel))
+    template = Template.from_stack(stack)
+    return {"template": template, "json": template.to_json(), "stack": stack}
+
+
+def project(synth: dict[str, Any], prefix: str) -> dict[str, Any]:
+    (found,) = [
+        r["Properties"]
+        for k, r in synth["json"]["Resources"].items()
+        if r["Type"] == PROJECT and k.startswith(prefix)
+    ]
+    return found
+
+
+def buildspec(synth: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return json.loads(project(synth, prefix)["Source"]["BuildSpec"])
+
+
+def project_env(synth: dict[str, Any], prefix: str) -> dict[str, str]:
+    """The project's variables, with the repository tokens replaced by realistic values."""
+    env = {}
+    for var in project(synth, prefix)["Environment"]["EnvironmentVariables"]:
+        value = var["Value"]
+        if not isinstance(value, str):
+            value = {"IMAGE_REPO_URI": REPO_URI, "IMAGE_REPO_NAME": "hello"}[var["Name"]]
+        env[var["Name"]] = value
+    return env
+
+
+def definition(synth: dict[str, Any]) -> dict[str, Any]:
+    (machine,) = [
+        r
+        for r in synth["json"]["Resources"].values()
+        if r["Type"] == "AWS::StepFunctions::StateMachine"
+    ]
+    parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
+    return json.loads("".join(p if isinstance(p, str) else "X" for p in parts))
+
+
+# --- the project -----------------------------------------------------------------------
+
+
+def test_x86_build_runs_on_linux_container_with_the_x86_64_standard_image(synth: dict) -> None:
+    env = project(synth, "BuildAmd64")["Environment"]
+    assert (env["Type"], env["ComputeType"]) == ("LINUX_CONTAINER", "BUILD_GENERAL1_MEDIUM")
+    assert env["Image"] == "aws/codebuild/amazonlinux-x86_64-standard:5.0"
+
+
+def test_graviton_build_runs_on_arm_container_with_the_aarch64_image(synth: dict) -> None:
+    env = project(synth, "BuildArm64")["Environment"]
+    assert env["Type"] == "ARM_CONTAINER"
+    assert env["Image"] == "aws/codebuild/amazonlinux-aarch64-standard:3.0"
+
+
+def test_every_build_is_privileged_for_docker(synth: dict) -> None:
+    projects = synth["template"].find_resources(PROJECT)
+    assert len(projects) == 4
+    assert all(p["Properties"]["Environment"]["PrivilegedMode"] is True for p in projects.values())
+
+
+def test_emulated_platform_builds_on_a_large_graviton_host_with_qemu(synth: dict) -> None:
+    env = project(synth, "BuildArmV7")["Environment"]
+    assert (env["Type"], env["ComputeType"]) == ("ARM_CONTAINER", "BUILD_GENERAL1_LARGE")
+    variables = project_env(synth, "BuildArmV7")
+    assert (variables["TARGET_PLATFORM"], variables["QEMU_ARCH"]) == ("linux/arm/v7", "arm")
+
+
+def test_project_environment_names_the_platform_and_the_repository(synth: dict) -> None:
+    variables = project(synth, "BuildArm64")["Environment"]["EnvironmentVariables"]
+    by_name = {v["Name"]: v["Value"] for v in variables}
+    assert by_name["TARGET_PLATFORM"] == "linux/arm64"
+    assert by_name["PLATFORM_SLUG"] == "arm64"
+    assert "Fn::Join" in by_name["IMAGE_REPO_URI"]
+    assert by_name["IMAGE_REPO_NAME"]["Ref"].startswith("Repo")
+
+
+def test_project_logs_to_its_own_log_group_with_retention(synth: dict) -> None:
+    logs = project(synth, "BuildAmd64")["LogsConfig"]["CloudWatchLogs"]
+    assert logs["Status"] == "ENABLED"
+    synth["template"].has_resource_properties("AWS::Logs::LogGroup", {"RetentionInDays": 30})
+
+
+# --- the buildspec -----------------------------------------------------------------------
+
+
+def test_buildspec_exports_digest_tags_and_commit(synth: dict) -> None:
+    spec = buildspec(synth, "BuildAmd64")
+    assert spec["env"]["exported-variables"] == [
+        "IMAGE_DIGEST",
+        "IMAGE_TAGS",
+        "SOURCE_COMMIT",
+        "IMAGE_TAG",
+    ]
+    assert spec["env"]["shell"] == "bash"
+
+
+def test_buildspec_pushes_with_the_registry_cache_and_provenance(synth: dict) -> None:
+    commands = "\n".join(buildspec(synth, "BuildAmd64")["phases"]["build"]["commands"])
+    build = next(line for line in commands.splitlines() if "docker buildx build" in line)
+    assert '--platform "$TARGET_PLATFORM"' in build
+    assert '--cache-from type=registry,ref="$IMAGE_REPO_URI:buildcache-$PLATFORM_SLUG"' in build
+    assert (
+        '--cache-to type=registry,ref="$IMAGE_REPO_URI:buildcache-$PLATFORM_SLUG",mode=max,'
+        "image-manifest=true,oci-mediatypes=true" in build
+    )
+    assert '--provenance="$PROVENANCE"' in build
+    assert '--metadata-file "$METADATA_FILE"' in build
+    assert re.search(r"--push examples/hello \|\| exit 1$", build), build
+
+
+def test_buildspec_passes_target_dockerfile_and_quoted_build_args(synth: dict) -> None:
+    commands = "\n".join(buildspec(synth, "BuildAmd64")["phases"]["build"]["commands"])
+    assert "--file examples/hello/Dockerfile" in commands
+    assert "--target runtime" in commands
+    assert "--build-arg 'GREETING=hello world'" in commands
+    assert "--build-arg 'QUOTE=it'\"'\"'s'" in commands
+
+
+def test_buildspec_uses_only_bash_docker_aws_and_python3(synth: dict) -> None:
+    spec = buildspec(synth, "BuildAmd64")
+    text = json.dumps(spec)
+    assert "jq " not in text
+    assert "curl" not in text
+
+
+# --- running the buildspec with fake docker and aws ----------------------------------------
+
+FAKE_AWS = r"""#!/bin/bash
+echo "aws $*" >> "$FAKE_LOG"
+OCI_MANIFEST=application/vnd.oci.image.manifest.v1+json
+case "$1 $2" in
+  "ecr get-login-password") echo token ;;
+  "ecr batch-get-image")
+    if [[ "$*" == *"imageTag=buildcache-"* ]]; then
+      printf '{"images":[{"imageId":{"imageDigest":"sha256:cc"},%s}],"failures":[]}' \
+        '"imageManifest":"{\"schemaVersion\":2}","imageManifestMediaType":"'"$OCI_MANIFEST"'"'
+    elif [ -n "$FAKE_EXISTING" ]; then
+      echo "{\"images\":[{\"imageId\":{\"imageDigest\":\"$FAKE_EXISTING\"}}],\"failures\":[]}"
+    else
+      echo '{"images":[],"failures":[{"failureCode":"ImageNotFound"}]}'
+    fi ;;
+  "ecr put-image") echo '{}' ;;
+  *) echo "unexpected aws $*" >&2; exit 2 ;;
+esac
+"""
+
+FAKE_DOCKER = r"""#!/bin/bash
+echo "docker $*" >> "$FAKE_LOG"
+[ "$1" = login ] && cat > /dev/null
+if [ "$1 $2" = "buildx build" ]; then
+  while [ $# -gt 0 ]; do
+    [ "$1" = --metadata-file ] && printf '{"containerimage.digest": "%s"}' "$FAKE_PUSHED" > "$2"
+    shift
+  done
+fi
+exit 0
+"""
+
+
+@pytest.fixture(scope="module")
+def fakes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("fakes")
+    for name, text in (("aws", FAKE_AWS), ("docker", FAKE_DOCKER)):
+        path = folder / name
+        path.write_text(text)
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return folder
+
+
+def run_buildspec(
+    synth: dict, prefix: str, fakes: Path, tmp_path: Path, phases: tuple[str, ...], **env: str
+) -> tuple[subprocess.CompletedProcess[str], list[str], dict[str, str]]:
+    """Run the phases' commands in one bash, as CodeBuild does (stop at the first failure)."""
+    spec = buildspec(synth, prefix)
+    script = []
+    for phase in phases:
+        for command in spec["phases"][phase]["commands"]:
+            script.append(f"{command}\nrc=$?; [ $rc -eq 0 ] || exit $rc")
+    exported = spec["env"]["exported-variables"]
+    script.append(" ".join(f'echo "{v}=${{{v}}}";' for v in exported))
+    log = tmp_path / "calls.log"
+    log.touch()
+    full_env = {
+        "PATH": f"{fakes}:{os.environ['PATH']}",
+        "FAKE_LOG": str(log),
+        "FAKE_PUSHED": PUSHED,
+        "CODEBUILD_RESOLVED_SOURCE_VERSION": COMMIT,
+        **project_env(synth, prefix),
+        **env,
+    }
+    result = subprocess.run(
+        ["bash", "-c", "\n".join(script)], env=full_env, capture_output=True, text=True, check=False
+    )
+    values = dict(
+        line.split("=", 1)
+        for line in result.stdout.splitlines()
+        if line.split("=", 1)[0] in exported
+    )
+    return result, log.read_text().splitlines(), values
+
+
+def test_build_pushes_and_exports_the_digest_from_the_metadata_file(
+    synth: dict, fakes: Path, tmp_path: Path
+) -> None:
+    result, calls, values = run_buildspec(
+        synth,
+        "BuildAmd64",
+        fakes,
+        tmp_path,
+        ("pre_build", "build"),
+        COMMIT_SHA=COMMIT,
+        BRANCH="main",
+        GIT_TAG="",
+    )
+    assert result.returncode == 0, result.stderr
+    assert values == {
+        "IMAGE_DIGEST": PUSHED,
+        "IMAGE_TAGS": '["3f2a1bc", "latest", "stable"]',
+        "SOURCE_COMMIT": COMMIT,
+        "IMAGE_TAG": "3f2a1bc-amd64",
+    }
+    (build,) = [c for c in calls if c.startswith("docker buildx build")]
+    assert f"--tag {REPO_URI}:3f2a1bc-amd64" in build
+    assert f"--cache-to type=registry,ref={REPO_URI}:buildcache-amd64,mode=max" in build
+    assert f"--label org.opencontainers.image.revision={COMMIT}" in build
+    assert (
+        "docker login --username AWS --password-stdin " + REPO_URI.split("/", maxsplit=1)[0]
+        in calls
+    )
+
+
+def test_build_pins_its_cache_manifest_with_a_commit_tag(
+    synth: dict, fakes: Path, tmp_path: Path
+) -> None:
+    _, calls, _ = run_buildspec(
+        synth, "BuildArm64", fakes, tmp_path, ("pre_build", "build"), COMMIT_SHA=COMMIT
+    )
+    (put,) = [c for c in calls if c.startswith("aws ecr put-image")]
+    assert "--image-tag buildcache-arm64-3f2a1bc" in put
+    assert "--image-manifest-media-type application/vnd.oci.image.manifest.v1+json" in put
+    assert "--repository-name hello" in put
+    assert "--registry-id 123456789012 --region eu-west-1" in put
+
+
+def test_rerun_reuses_the_pushed_image_instead_of_rebuilding(
+    synth: dict, fakes: Path, tmp_path: Path
+) -> None:
+    result, calls, values = run_buildspec(
+        synth,
+        "BuildAmd64",
+        fakes,
+        tmp_path,
+        ("pre_build", "build"),
+        COMMIT_SHA=COMMIT,
+        FAKE_EXISTING=EXISTING,
+    )
+    assert result.returncode == 0, result.stderr
+    assert values["IMAGE_DIGEST"] == EXISTING
+    assert not [c for c in calls if c.startswith("docker buildx")]
+    assert "not rebuilding" in result.stdout
+
+
+def test_emulated_build_installs_qemu_before_buildx(
+    synth: dict, fakes: Path, tmp_path: Path
+) -> None:
+    result, calls, values = run_buildspec(
+        synth, "BuildArmV7", fakes, tmp_path, ("pre_build", "build"), COMMIT_SHA=COMMIT
+    )
+    assert result.returncode == 0, result.stderr
+    docker = [c for c in calls if c.startswith("docker ") and not c.startswith("docker login")]
+    assert docker[0] == "docker run --privileged --rm tonistiigi/binfmt:latest --install arm"
+    assert docker[1].startswith(
+        "docker buildx create --use --name ecr-multiarch --driver docker-container"
+    )
+    assert docker[2].startswith("docker buildx build --platform linux/arm/v7")
+    assert values["IMAGE_TAG"] == "3f2a1bc-arm-v7"
+
+
+def test_bad_git_tag_fails_before_anything_is_pushed(
+    synth: dict, fakes: Path, tmp_path: Path
+) -> None:
+    result, calls, values = run_buildspec(
+        synth,
+        "BuildAmd64",
+        fakes,
+        tmp_path,
+        ("pre_build", "build"),
+        COMMIT_SHA=COMMIT,
+        GIT_TAG="release/1.0",
+    )
+    assert result.returncode != 0
+    assert "git tag 'release/1.0'" in result.stderr
+    assert calls == []
+    assert values == {}
+
+
+@pytest.mark.parametrize(
+    ("env", "tags", "tag"),
+    [
+        ({"BRANCH": "main"}, ["3f2a1bc", "latest", "stable"], "3f2a1bc-amd64"),
+        ({"BRANCH": "refs/heads/main"}, ["3f2a1bc", "latest", "stable"], "3f2a1bc-amd64"),
+        ({"BRANCH": "feature/x"}, ["3f2a1bc", "stable"], "3f2a1bc-amd64"),
+        ({"GIT_TAG": "refs/tags/v1.2.3"}, ["3f2a1bc", "v1.2.3", "stable"], "3f2a1bc-amd64"),
+        ({"GIT_TAG": "stable"}, ["3f2a1bc", "stable"], "3f2a1bc-amd64"),
+        (
+            {"COMMIT_LENGTH": "12", "DEFAULT_BRANCH": "trunk", "BRANCH": "trunk"},
+            ["3f2a1bc9d8e7", "latest", "stable"],
+            "3f2a1bc9d8e7-amd64",
+        ),
+        ({"COMMIT_SHA": "3F2A1BC"}, ["3f2a1bc", "stable"], "3f2a1bc-amd64"),
+        ({"COMMIT_SHA": ""}, ["3f2a1bc", "stable"], "3f2a1bc-amd64"),
+    ],
+)
+def test_image_tags_are_computed_from_commit_branch_and_git_tag(
+    synth: dict, fakes: Path, tmp_path: Path, env: dict[str, str], tags: list[str], tag: str
+) -> None:
+    # Only the first two commands: write the helper, compute the tags.
+    spec = buildspec(synth, "BuildAmd64")
+    script = "\n".join(spec["phases"]["pre_build"]["commands"][:2])
+    script += '\necho "$IMAGE_TAGS"; echo "$IMAGE_TAG"; echo "$SOURCE_COMMIT"'
+    full_env = {
+        "PATH": os.environ["PATH"],
+        "CODEBUILD_RESOLVED_SOURCE_VERSION": COMMIT,
+        **project_env(synth, "BuildAmd64"),
+        "COMMIT_SHA": COMMIT,
+        **env,
+    }
+    result = subprocess.run(
+        ["bash", "-c", script], env=full_env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert json.loads(lines[0]) == tags
+    assert lines[1:] == [tag, COMMIT]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"GIT_TAG": "v1.0+build.5"}, r"git tag 'v1.0\+build.5'"),
+        ({"GIT_TAG": "-leading-dash"}, r"git tag '-leading-dash'"),
+        ({"EXTRA_TAGS": '["ok", "no way"]'}, r"extra tag 'no way'"),
+        ({"EXTRA_TAGS": "not json"}, r"EXTRA_TAGS 'not json' is not a JSON array"),
+        ({"COMMIT_LENGTH": "0"}, r"COMMIT_LENGTH '0' is not a number from 1 to 64"),
+        ({"COMMIT_SHA": "0123456789ab"}, rf"checked out {COMMIT} but COMMIT_SHA is 0123456789ab"),
+        (
+            {"COMMIT_SHA": "", "CODEBUILD_RESOLVED_SOURCE_VERSION": ""},
+            r"no commit to build",
+        ),
+    ],
+)
+def test_bad_build_inputs_fail_with_the_bad_value(
+    synth: dict, env: dict[str, str], message: str
+) -> None:
+    spec = buildspec(synth, "BuildAmd64")
+    script = "\n".join(spec["phases"]["pre_build"]["commands"][:2]) + "\necho reached"
+    full_env = {
+        "PATH": os.environ["PATH"],
+        "CODEBUILD_RESOLVED_SOURCE_VERSION": COMMIT,
+        **project_env(synth, "BuildAmd64"),
+        "COMMIT_SHA": COMMIT,
+        **env,
+    }
+    result = subprocess.run(
+        ["bash", "-c", script], env=full_env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0
+    assert "reached" not in result.stdout
+    assert re.search(message, result.stderr), result.stderr
+
+
+# --- IAM -----------------------------------------------------------------------------------
+
+
+def statements_of_role(synth: dict, role_prefix: str) -> list[dict[str, Any]]:
+    found = []
+    for resource in synth["json"]["Resources"].values():
+        if resource["Type"] != "AWS::IAM::Policy":
+            continue
+        roles = [r["Ref"] for r in resource["Properties"]["Roles"]]
+        if any(r.startswith(role_prefix) for r in roles):
+            found += resource["Properties"]["PolicyDocument"]["Statement"]
+    return found
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+@pytest.mark.parametrize(("build", "repo"), [("BuildAmd64", "Repo"), ("OtherAmd64", "OtherRepo")])
+def test_build_role_pushes_only_to_its_repository(synth: dict, build: str, repo: str) -> None:
+    ecr_statements = [
+        s
+        for s in statements_of_role(synth, build)
+        if any(a.startswith("ecr:") for a in as_list(s["Action"]))
+    ]
+    push = [s for s in ecr_statements if "ecr:PutImage" in as_list(s["Action"])]
+    assert len(push) == 1
+    (resource,) = as_list(push[0]["Resource"])
+    assert resource["Fn::GetAtt"][0].startswith(repo)
+    assert set(as_list(push[0]["Action"])) == {
+        "ecr:BatchCheckLayerAvailability",
+        "ecr:GetDownloadUrlForLayer",
+        "ecr:BatchGetImage",
+        "ecr:CompleteLayerUpload",
+        "ecr:UploadLayerPart",
+        "ecr:InitiateLayerUpload",
+        "ecr:PutImage",
+    }
+
+
+def test_no_build_role_has_a_star_resource_except_for_the_ecr_token(synth: dict) -> None:
+    for build in ("BuildAmd64", "BuildArm64", "BuildArmV7", "OtherAmd64"):
+        statements = statements_of_role(synth, build)
+        assert statements
+        for statement in statements:
+            if "*" in as_list(statement["Resource"]):
+                assert as_list(statement["Action"]) == ["ecr:GetAuthorizationToken"]
+            assert not any(a.endswith(":*") or a == "*" for a in as_list(statement["Action"]))
+
+
+# --- the task -------------------------------------------------------------------------------
+
+
+def test_task_runs_the_build_synchronously_at_the_commit(synth: dict) -> None:
+    branches = definition(synth)["States"]["BuildPlatforms"]["Branches"]
+    state = branches[0]["States"]["Build amd64"]
+    assert state["Resource"].endswith(":states:::codebuild:startBuild.sync")
+    assert state["Parameters"]["SourceVersion.$"] == "$.commit"
+    assert state["Parameters"]["EnvironmentVariablesOverride"] == [
+        {"Name": "COMMIT_SHA", "Type": "PLAINTEXT", "Value.$": "$.commit"},
+        {"Name": "BRANCH", "Type": "PLAINTEXT", "Value.$": "$.branch"},
+        {"Name": "GIT_TAG", "Type": "PLAINTEXT", "Value.$": "$.gitTag"},
+    ]
+
+
+def test_task_without_a_project_source_checks_out_nothing(synth: dict) -> None:
+    branches = definition(synth)["States"]["BuildPlatforms"]["Branches"]
+    assert "SourceVersion.$" not in branches[1]["States"]["Build arm64"]["Parameters"]
+
+
+def test_task_retries_throttling_and_concurrency_limits(synth: dict) -> None:
+    branches = definition(synth)["States"]["BuildPlatforms"]["Branches"]
+    (retry,) = branches[2]["States"]["Build arm-v7"]["Retry"]
+    assert "CodeBuild.AccountLimitExceededException" in retry["ErrorEquals"]
+    assert "CodeBuild.ThrottlingException" in retry["ErrorEquals"]
+    assert retry["BackoffRate"] == 2
+
+
+def test_task_lets_the_state_machine_start_and_watch_the_build(synth: dict) -> None:
+    statements = statements_of_role(synth, "WorkflowRole")
+    starts = [s for s in statements if "codebuild:StartBuild" in as_list(s["Action"])]
+    assert len(starts) == 3
+    for statement in starts:
+        (resource,) = as_list(statement["Resource"])
+        assert resource["Fn::GetAtt"][0].startswith("Build")
+
+
+# --- validation and composition ------------------------------------------------------------
+
+
+def test_bad_props_are_all_reported_at_once() -> None:
+    stack = cdk.Stack(cdk.App(), "S")
+    repo = MultiArchRepository(stack, "Repo")
+    with pytest.raises(
+        ValueError,
+        match=r"PlatformBuild \(linux/arm64\): commit_length 3 must be from 7 to 64"
+        r".*extra tag 'no/slash' is not a valid image tag"
+        r".*build arg name '1BAD' is not"
+        r".*dockerfile '/etc/Dockerfile' must be a relative path"
+        r".*context '../up' must be a relative path",
+    ):
+        PlatformBuild(
+            stack,
+            "Build",
+            repository=repo,
+            platform=Platform.LINUX_ARM64,
+            commit_length=3,
+            extra_tags=("no/slash",),
+            build_args={"1BAD": "x"},
+            dockerfile="/etc/Dockerfile",
+            context="../up",
+        )
+
+
+def test_a_compute_type_the_host_cannot_run_is_rejected() -> None:
+    stack = cdk.Stack(cdk.App(), "S")
+    repo = MultiArchRepository(stack, "Repo")
+    with pytest.raises(
+        ValueError, match=r"compute type LAMBDA_4GB cannot run the Docker builds of linux/s390x"
+    ):
+        PlatformBuild(
+            stack,
+            "Build",
+            repository=repo,
+            platform=Platform.LINUX_S390X,
+            compute_type=codebuild.ComputeType.LAMBDA_4GB,
+        )
+
+
+def test_replacement_buildspec_must_export_the_contract_variables() -> None:
+    stack = cdk.Stack(cdk.App(), "S")
+    repo = MultiArchRepository(stack, "Repo")
+    spec = codebuild.BuildSpec.from_object(
+        {"version": "0.2", "env": {"exported-variables": ["IMAGE_DIGEST"]}, "phases": {}}
+    )
+    with pytest.raises(ValueError, match=r"missing IMAGE_TAGS, SOURCE_COMMIT"):
+        PlatformBuild(
+            stack, "Build", repository=repo, platform=Platform.LINUX_AMD64, buildspec=spec
+        )
+
+
+def test_replacement_buildspec_that_keeps_the_contract_is_used() -> None:
+    stack = cdk.Stack(cdk.App(), "S")
+    repo = MultiArchRepository(stack, "Repo")
+    spec = codebuild.BuildSpec.from_object(
+        {
+            "version": "0.2",
+            "env": {"exported-variables": ["IMAGE_DIGEST", "IMAGE_TAGS", "SOURCE_COMMIT"]},
+            "phases": {"build": {"commands": ["./my-build.sh"]}},
+        }
+    )
+    build = PlatformBuild(
+        stack, "Build", repository=repo, platform=Platform.LINUX_AMD64, buildspec=spec
+    )
+    assert build.buildspec_replaced
+    Template.from_stack(stack).has_resource_properties(
+        PROJECT, {"Source": {"BuildSpec": Match.string_like_regexp("my-build.sh")}}
+    )
+
+
+def test_chosen_compute_type_reaches_the_project() -> None:
+    stack = cdk.Stack(cdk.App(), "S")
+    repo = MultiArchRepository(stack, "Repo")
+    build = PlatformBuild(
+        stack,
+        "Build",
+        repository=repo,
+        platform=Platform.LINUX_ARM64,
+        compute_type=codebuild.ComputeType.X_LARGE,
+    )
+    assert build.platform == Platform.LINUX_ARM64
+    Template.from_stack(stack).has_resource_properties(
+        PROJECT, {"Environment": Match.object_like({"ComputeType": "BUILD_GENERAL1_XLARGE"})}
+    )
