@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+import manifest_stitcher.ecr
 from ecr_multiarch.cli import main
 from ecr_multiarch.local.images import Image, RegistryPusher, build_image, build_index
 from ecr_multiarch.local.registry import LocalRegistry
 from manifest_stitcher.contract import DOCKER_MANIFEST_LIST, OCI_INDEX, Platform
+from manifest_stitcher.errors import ImageNotFound
 
 from .clients import (
     assert_resolves,
@@ -315,3 +317,26 @@ def test_every_command_has_help_with_an_example(
     out = capsys.readouterr().out
     assert "examples:" in out
     assert "ecr-multiarch " in out.split("examples:", 1)[1]
+
+
+def test_an_event_without_registry_goes_to_the_ecr_api_adapter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The ECR API adapter has its own Stubber tests; here only the wiring is checked.
+    made: list[tuple[str, str | None]] = []
+
+    class Recording:
+        def __init__(self, repository: str, registry_id: str | None = None) -> None:
+            made.append((repository, registry_id))
+            self.repository, self.registry_id = repository, registry_id
+
+        def get_manifests(self, refs: object) -> list[object]:
+            raise ImageNotFound(f"not found in repository {self.repository!r}: v1-arm64")
+
+    monkeypatch.setattr(manifest_stitcher.ecr, "EcrRegistry", Recording)
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"repositoryName": "hello", "registryId": "123456789012",
+                                 "tags": ["v1"], "images": [{"tag": "v1-arm64"}]}))  # fmt: skip
+    assert main(["stitch", "--event", str(event)]) == 3
+    assert made == [("hello", "123456789012")]
+    assert "v1-arm64" in capsys.readouterr().err
