@@ -279,7 +279,7 @@ class PlatformBuild(Construct):
         # Push the image, read it back on re-runs (BatchGetImage) and pin the build cache
         # (BatchGetImage + PutImage): exactly what pull/push grants, on this repository only.
         repository.grant_pull_push(self.project)
-        self._acknowledge_findings(project_name)
+        self._acknowledge_findings()
         if encryption_key is None:
             cdk.Validations.of(self.project).acknowledge(
                 cdk.Acknowledgment(
@@ -289,11 +289,12 @@ class PlatformBuild(Construct):
                 )
             )
 
-    def _acknowledge_findings(self, project_name: str | None) -> None:
+    def _acknowledge_findings(self) -> None:
         """Acknowledge the cdk-nag findings inherent to a CodeBuild project that pushes to ECR."""
         stack = cdk.Stack.of(self)
         cfn = self.project.node.default_child
-        name = project_name or f"<{stack.resolve(stack.get_logical_id(cfn))}>"  # type: ignore[arg-type]
+        # The policy refers to the project by Ref, which cdk-nag writes as <LogicalId>.
+        name = f"<{stack.resolve(stack.get_logical_id(cfn))}>"  # type: ignore[arg-type]
         role = self.project.role
         target = role if role is not None else self.project
         cdk.Validations.of(target).acknowledge(

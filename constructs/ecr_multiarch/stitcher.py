@@ -128,7 +128,6 @@ class ManifestStitcher(Construct):
         :param metrics_namespace: ``POWERTOOLS_METRICS_NAMESPACE``. Default: ``EcrMultiarch``.
         :param function_name: Default: a name CloudFormation generates.
         """
-        super().__init__(scope, id)
         problems: list[str] = []
         if not Token.is_unresolved(memory_size) and not 128 <= memory_size <= 10240:
             problems.append(f"memory_size {memory_size} must be 128-10240 MiB")
@@ -153,6 +152,8 @@ class ManifestStitcher(Construct):
             )
         if problems:
             raise ValueError("ManifestStitcher: " + "; ".join(problems))
+        # Validated before the construct joins the tree, so a bad call leaves nothing behind.
+        super().__init__(scope, id)
 
         self.log_group: logs.LogGroup = logs.LogGroup(self, "Logs", retention=log_retention)
         """The function's CloudWatch log group."""
