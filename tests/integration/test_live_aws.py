@@ -58,9 +58,12 @@ def live_repository(aws_session: Any) -> str:
 
 
 def _upload_blob(ecr: Any, repository: str, blob: Blob) -> None:
-    if ecr.batch_check_layer_availability(repositoryName=repository, layerDigests=[blob.digest])[
-        "layers"
-    ][0].get("layerAvailability") == "AVAILABLE":
+    if (
+        ecr.batch_check_layer_availability(repositoryName=repository, layerDigests=[blob.digest])[
+            "layers"
+        ][0].get("layerAvailability")
+        == "AVAILABLE"
+    ):
         return
     upload_id = ecr.initiate_layer_upload(repositoryName=repository)["uploadId"]
     ecr.upload_layer_part(
@@ -136,10 +139,10 @@ def test_deploy_sample_app(aws_session: Any):
         pytest.skip("set ECR_MULTIARCH_IT_DEPLOY=1 to deploy the sample app (creates resources)")
     cdk = [str(ROOT / "node_modules" / ".bin" / "cdk")]
     outputs = ROOT / "cdk.out" / "it-outputs.json"
+    deploy = ["deploy", "--all", "--require-approval", "never", "--outputs-file", str(outputs)]
     try:
         subprocess.run(
-            [*cdk, "deploy", "--all", "--require-approval", "never"]
-            + ["--outputs-file", str(outputs)],
+            [*cdk, *deploy],
             cwd=ROOT,
             check=True,
         )
