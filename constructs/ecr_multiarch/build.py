@@ -321,6 +321,7 @@ class PlatformBuild(Construct):
         commit: str,
         branch: str = "",
         git_tag: str = "",
+        source_version: str | None = None,
         check_out_commit: bool | None = None,
         **props: Any,
     ) -> tasks.CodeBuildStartBuild:
@@ -329,10 +330,11 @@ class PlatformBuild(Construct):
         ``commit``, ``branch`` and ``git_tag`` are JSONPaths into the state input (``"$.commit"``)
         or literal values; they become ``COMMIT_SHA``, ``BRANCH`` and ``GIT_TAG``. The build
         checks out exactly ``commit`` (``SourceVersion``) when the project has a source, unless
-        ``check_out_commit`` is False. Throttling and account concurrency limits are retried.
-        The task's output is CodeBuild's ``Build`` object; the exported variables are in
-        ``$.Build.ExportedEnvironmentVariables``. ``props`` go to ``CodeBuildStartBuild``
-        (``state_name``, ``result_selector``, ``result_path``, ``timeout``...).
+        ``check_out_commit`` is False; ``source_version`` (a JSONPath or a literal) checks out
+        another revision instead, e.g. the S3 object version of a source archive. Throttling
+        and account concurrency limits are retried. The task's output is CodeBuild's ``Build``
+        object; the exported variables are in ``$.Build.ExportedEnvironmentVariables``.
+        ``props`` go to ``CodeBuildStartBuild`` (``state_name``, ``result_selector``...).
         """
         check_out = self._has_source if check_out_commit is None else check_out_commit
         start = _StartBuildAtCommit(
@@ -347,7 +349,7 @@ class PlatformBuild(Construct):
             },
             **props,
         )
-        start.source_version = commit if check_out else None
+        start.source_version = (source_version or commit) if check_out else None
         start.add_retry(
             errors=[
                 "CodeBuild.AccountLimitExceededException",

@@ -606,3 +606,19 @@ def test_chosen_compute_type_reaches_the_project() -> None:
     Template.from_stack(stack).has_resource_properties(
         PROJECT, {"Environment": Match.object_like({"ComputeType": "BUILD_GENERAL1_XLARGE"})}
     )
+
+
+def test_task_can_check_out_another_revision() -> None:
+    stack = cdk.Stack(cdk.App(), "S")
+    repo = MultiArchRepository(stack, "Repo")
+    build = PlatformBuild(
+        stack,
+        "Build",
+        repository=repo,
+        platform=Platform.LINUX_AMD64,
+        source=codebuild.Source.git_hub(owner="acme", repo="hello"),
+    )
+    task = build.task(stack, "Build amd64", commit="$.commit", source_version="$.objectVersion")
+    params = stack.resolve(task.to_state_json())["Parameters"]
+    assert params["SourceVersion.$"] == "$.objectVersion"
+    assert params["EnvironmentVariablesOverride"][0]["Value.$"] == "$.commit"
