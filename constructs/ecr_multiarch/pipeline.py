@@ -34,7 +34,7 @@ EVENT_DETAIL_TYPE = "Multi-architecture image published"
 """The ``detail-type`` of the EventBridge event published for every new image."""
 
 MIN_COMMIT_LENGTH = 7
-MAX_COMMIT_LENGTH = 40
+MAX_COMMIT_LENGTH = 64  # a SHA-256 object name
 # ECR allows 5 mutability exclusion filters; the repository keeps two for
 # ``latest`` and ``buildcache-*``, which leaves three for moving extra tags.
 MAX_EXTRA_TAGS_NEW_REPOSITORY = 3
@@ -106,7 +106,7 @@ class MultiArchImagePipeline(Construct):
         :param buildspec: a buildspec replacing the generated one; it must export
             ``IMAGE_DIGEST``, ``IMAGE_TAGS`` and ``SOURCE_COMMIT``. Default: the generated
             buildx buildspec with the registry cache.
-        :param commit_length: characters of the commit in the image tag (7-40). Default: 7.
+        :param commit_length: characters of the commit in the image tag (7-64). Default: 7.
         :param default_branch: the branch whose builds also get ``latest``.
             Default: the source's branch.
         :param extra_tags: more tags every image gets (they move with each build).
@@ -142,7 +142,7 @@ class MultiArchImagePipeline(Construct):
         self.repository: ecr.IRepository = repository or MultiArchRepository(
             self,
             "Repository",
-            mutable_tags=("latest", *extra_tags),
+            mutable_tags=("latest", *(t for t in extra_tags if not Token.is_unresolved(t))),
             cache_platforms=platforms,
         )
         """The ECR repository holding the per-platform images and the index."""
@@ -204,6 +204,13 @@ class MultiArchImagePipeline(Construct):
         self.alarm = self._failure_alarm()
         """Alarms when an execution fails or times out; notifies ``topic``."""
 
+        if repository is None and any(Token.is_unresolved(t) for t in extra_tags):
+            Annotations.of(self).add_warning_v2(
+                "ecr-multiarch:token-extra-tag",
+                "An extra tag given as a token cannot become a tag mutability exclusion of the "
+                "new repository: it cannot move once set. Pass literal tags, or a repository "
+                "whose exclusions cover it.",
+            )
         if source.kind == "manual" and source.build_source is None and buildspec is None:
             Annotations.of(self).add_warning_v2(
                 "ecr-multiarch:no-build-source",
@@ -489,9 +496,11 @@ def _validate(
             "Source.connection(...), Source.s3(...) or Source.manual()"
         )
     problems += _platform_problems(platforms)
-    if not (isinstance(commit_length, int) and not isinstance(commit_length, bool)) or not (
-        Token.is_unresolved(commit_length)
-        or MIN_COMMIT_LENGTH <= commit_length <= MAX_COMMIT_LENGTH
+    is_number = isinstance(commit_length, int | float) and not isinstance(commit_length, bool)
+    if not (is_number and Token.is_unresolved(commit_length)) and not (
+        isinstance(commit_length, int)
+        and not isinstance(commit_length, bool)
+        and MIN_COMMIT_LENGTH <= commit_length <= MAX_COMMIT_LENGTH
     ):
         problems.append(
             f"commit_length {commit_length!r} is out of range; expected an integer from "

@@ -1,0 +1,568 @@
+"""MultiArchImagePipeline: the state machine, its notifications, its alarm and its validation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_codecommit as codecommit
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_events as events
+from aws_cdk import aws_sns as sns
+from aws_cdk.assertions import Annotations, Match, Template
+
+import ecr_multiarch
+from ecr_multiarch import MultiArchImagePipeline, Platform, Source
+
+from . import local_sfn
+from .asl import all_states, resolve
+
+DIGESTS = {
+    "amd64": "sha256:" + "a" * 64,
+    "arm64": "sha256:" + "b" * 64,
+    "arm-v7": "sha256:" + "c" * 64,
+}
+COMMIT = "3f2a1bc9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3"
+STITCH_ERRORS = (
+    "InvalidStitchRequest",
+    "ImageNotFound",
+    "PlatformConflict",
+    "UnsupportedMediaType",
+    "TagImmutable",
+    "RegistryUnavailable",
+)
+
+
+@dataclass
+class Synth:
+    """One synthesized stack holding three pipelines, shared by every test of this module."""
+
+    stack: cdk.Stack
+    template: Template
+    raw: dict[str, Any]
+    hello: MultiArchImagePipeline
+    emulated: MultiArchImagePipeline
+    byo: MultiArchImagePipeline
+
+    def logical_id(self, construct: Any) -> str:
+        """The logical id of a construct's CloudFormation resource."""
+        return self.stack.get_logical_id(construct.node.default_child)
+
+    def definition(self, pipeline: MultiArchImagePipeline) -> dict[str, Any]:
+        """The pipeline's state machine definition, rendered to plain ASL."""
+        resource = self.raw["Resources"][self.logical_id(pipeline.state_machine)]
+        text = resolve(resource["Properties"]["DefinitionString"], self.raw["Resources"])
+        return json.loads(text)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    """GIVEN a stack with a default pipeline, an emulated-platform one and a bring-your-own one."""
+    app = cdk.App(outdir=str(tmp_path_factory.mktemp("pipeline-cdk-out")))
+    stack = cdk.Stack(app, "PipelineTest")
+    code = codecommit.Repository(stack, "Code", repository_name="hello")
+    hello = MultiArchImagePipeline(stack, "Hello", source=Source.code_commit(code))
+    emulated = MultiArchImagePipeline(
+        stack,
+        "Emulated",
+        source=Source.manual(codebuild.Source.git_hub(owner="octo", repo="hello")),
+        platforms=[Platform.LINUX_AMD64, Platform.LINUX_ARM64, Platform.LINUX_ARM_V7],
+        extra_tags=["stable"],
+        commit_length=12,
+        timeout=cdk.Duration.minutes(90),
+    )
+    byo = MultiArchImagePipeline(
+        stack,
+        "Byo",
+        source=Source.manual(codebuild.Source.git_hub(owner="octo", repo="hello")),
+        repository=ecr.Repository(stack, "OwnRepository"),
+        notification_topic=sns.Topic(stack, "OwnTopic"),
+        event_bus=events.EventBus(stack, "OwnBus"),
+    )
+    raw = app.synth().get_stack_by_name("PipelineTest").template
+    return Synth(stack, Template.from_stack(stack), raw, hello, emulated, byo)
+
+
+def _states(synth: Synth, pipeline: MultiArchImagePipeline) -> dict[str, dict[str, Any]]:
+    return all_states(synth.definition(pipeline))
+
+
+def _stitch_payload(states: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The stitch event template (the task invokes the function directly: no Payload wrapper)."""
+    parameters = states["Stitch"]["Parameters"]
+    return parameters.get("Payload", parameters)
+
+
+def _build_result(slug: str, tags: list[str]) -> dict[str, Any]:
+    """What CodeBuild's StartBuild .sync returns, reduced to the exported variables."""
+    return {
+        "Build": {
+            "BuildStatus": "SUCCEEDED",
+            "ExportedEnvironmentVariables": [
+                {"Name": "IMAGE_TAG", "Value": f"{COMMIT[:7]}-{slug}"},
+                {"Name": "IMAGE_DIGEST", "Value": DIGESTS[slug]},
+                {"Name": "IMAGE_TAGS", "Value": json.dumps(tags)},
+                {"Name": "SOURCE_COMMIT", "Value": COMMIT},
+            ],
+        }
+    }
+
+
+STITCH_RESULT = {
+    "repositoryName": "hello",
+    "registryId": "123456789012",
+    "digest": "sha256:" + "d" * 64,
+    "mediaType": "application/vnd.oci.image.index.v1+json",
+    "size": 1234,
+    "tags": ["3f2a1bc", "latest"],
+    "imageUri": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/hello@sha256:" + "d" * 64,
+    "manifests": [],
+    "changed": True,
+}
+
+
+# --------------------------------------------------------------------- structure
+
+
+def test_builds_run_in_parallel_one_branch_per_platform(synth: Synth) -> None:
+    definition = synth.definition(synth.emulated)
+    parallel = definition["States"]["BuildPlatforms"]
+    assert parallel["Type"] == "Parallel"
+    assert [branch["StartAt"] for branch in parallel["Branches"]] == [
+        "Build amd64",
+        "Build arm64",
+        "Build arm-v7",
+    ]
+    for branch, slug in zip(parallel["Branches"], ("Amd64", "Arm64", "ArmV7"), strict=True):
+        task = branch["States"][branch["StartAt"]]
+        assert task["Resource"] == "arn:aws:states:::codebuild:startBuild.sync"
+        project = synth.logical_id(synth.emulated.builds[slug.lower().replace("v7", "-v7")].project)
+        assert task["Parameters"]["ProjectName"] == project.lower()
+        assert slug in project
+
+
+def test_builds_attribute_is_keyed_by_platform_slug(synth: Synth) -> None:
+    assert list(synth.emulated.builds) == ["amd64", "arm64", "arm-v7"]
+    assert synth.emulated.builds["arm-v7"].platform == Platform.LINUX_ARM_V7
+
+
+def test_each_build_checks_out_the_commit_of_the_execution(synth: Synth) -> None:
+    for name in ("Build amd64", "Build arm64"):
+        parameters = _states(synth, synth.hello)[name]["Parameters"]
+        assert parameters["SourceVersion.$"] == "$.commit"
+        overrides = {v["Name"]: v["Value.$"] for v in parameters["EnvironmentVariablesOverride"]}
+        assert overrides == {"COMMIT_SHA": "$.commit", "BRANCH": "$.branch", "GIT_TAG": "$.gitTag"}
+
+
+def test_each_build_result_selects_digest_tags_and_commit(synth: Synth) -> None:
+    selector = _states(synth, synth.hello)["Build arm64"]["ResultSelector"]
+    assert selector == {
+        "platform": "linux/arm64",
+        "digest.$": "$.Build.ExportedEnvironmentVariables[?(@.Name == 'IMAGE_DIGEST')].Value",
+        "tags.$": "$.Build.ExportedEnvironmentVariables[?(@.Name == 'IMAGE_TAGS')].Value",
+        "commit.$": "$.Build.ExportedEnvironmentVariables[?(@.Name == 'SOURCE_COMMIT')].Value",
+    }
+
+
+def test_stitch_is_fed_every_build_digest_and_the_tags(synth: Synth) -> None:
+    states = _states(synth, synth.emulated)
+    selector = states["BuildPlatforms"]["ResultSelector"]
+    assert selector["images"] == [
+        {"digest.$": f"States.ArrayGetItem($[{i}].digest, 0)"} for i in range(3)
+    ]
+    assert selector["tags.$"] == "States.StringToJson(States.ArrayGetItem($[0].tags, 0))"
+    assert states["BuildPlatforms"]["Next"] == "Stitch"
+    payload = _stitch_payload(states)
+    assert payload["tags.$"] == "$.build.tags"
+    assert payload["images.$"] == "$.build.images"
+    assert payload["annotations"]["org.opencontainers.image.revision.$"] == "$.build.commit"
+    assert payload["repositoryName"] == synth.logical_id(synth.emulated.repository).lower()
+    function = synth.logical_id(synth.emulated.stitcher.function).lower()
+    assert states["Stitch"]["Resource"].endswith(f":function:{function}")
+    assert states["Stitch"]["ResultPath"] == "$.image"
+
+
+def test_stitch_annotates_the_source_repository(synth: Synth) -> None:
+    payload = _stitch_payload(_states(synth, synth.hello))
+    code = synth.logical_id(synth.stack.node.find_child("Code")).lower()
+    assert payload["annotations"]["org.opencontainers.image.source"].endswith(f"/repos/{code}")
+
+
+def test_stitch_retries_registry_and_lambda_service_errors(synth: Synth) -> None:
+    retried = {
+        error
+        for retry in _states(synth, synth.hello)["Stitch"]["Retry"]
+        for error in retry["ErrorEquals"]
+    }
+    assert "RegistryUnavailable" in retried
+    assert {"Lambda.ServiceException", "Lambda.TooManyRequestsException"} <= retried
+    # Contract errors are the caller's fault: retrying cannot help.
+    assert not retried & {"InvalidStitchRequest", "ImageNotFound", "PlatformConflict"}
+
+
+@pytest.mark.parametrize("state", ["BuildPlatforms", "Stitch", "PublishImageEvent"])
+def test_every_failure_is_caught_and_notified(synth: Synth, state: str) -> None:
+    states = _states(synth, synth.hello)
+    (catch,) = states[state]["Catch"]
+    assert catch["ErrorEquals"] == ["States.ALL"]
+    assert catch["ResultPath"] == "$.failure"
+    recorder = states[catch["Next"]]
+    assert recorder == {
+        "Type": "Pass",
+        "Result": state,
+        "ResultPath": "$.failedState",
+        "Next": "NotifyFailure",
+    }
+    assert states["NotifyFailure"]["Next"] == "Failed"
+
+
+def test_failure_notification_names_state_error_cause_and_console_link(synth: Synth) -> None:
+    notify = _states(synth, synth.hello)["NotifyFailure"]
+    assert notify["Resource"] == "arn:aws:states:::sns:publish"
+    topic = synth.logical_id(synth.hello.topic)
+    assert notify["Parameters"]["TopicArn"].endswith(f":{topic}")
+    message = notify["Parameters"]["Message"]
+    assert message["failedState.$"] == "$.failedState"
+    assert message["error.$"] == "$.failure.Error"
+    assert message["cause.$"] == "$.failure.Cause"
+    assert message["execution.$"] == "$$.Execution.Id"
+    assert message["console.$"] == (
+        "States.Format('https://eu-west-1.console.aws.amazon.com/states/home?region=eu-west-1"
+        "#/v2/executions/details/{}', $$.Execution.Id)"
+    )
+
+
+def test_failed_state_carries_the_error_and_cause(synth: Synth) -> None:
+    failed = _states(synth, synth.hello)["Failed"]
+    assert failed == {
+        "Type": "Fail",
+        "ErrorPath": "$.failure.Error",
+        "CausePath": "$.failure.Cause",
+    }
+
+
+def test_success_publishes_an_image_event(synth: Synth) -> None:
+    publish = _states(synth, synth.hello)["PublishImageEvent"]
+    assert publish["Resource"] == "arn:aws:states:::events:putEvents"
+    (entry,) = publish["Parameters"]["Entries"]
+    assert entry["Source"] == "ecr-multiarch"
+    assert entry["EventBusName"].endswith(":event-bus/default")
+    detail = entry["Detail"]
+    assert detail["digest.$"] == "$.image.digest"
+    assert detail["tags.$"] == "$.image.tags"
+    assert detail["imageUri.$"] == "$.image.imageUri"
+    assert detail["commit.$"] == "$.build.commit"
+    assert detail["platforms"] == ["linux/amd64", "linux/arm64"]
+
+
+def test_own_topic_and_event_bus_are_used(synth: Synth) -> None:
+    states = _states(synth, synth.byo)
+    bus = synth.logical_id(synth.byo.event_bus)
+    topic = synth.logical_id(synth.byo.topic)
+    assert states["PublishImageEvent"]["Parameters"]["Entries"][0]["EventBusName"].endswith(
+        f"/{bus.lower()}"
+    )
+    assert states["NotifyFailure"]["Parameters"]["TopicArn"].endswith(f":{topic}")
+    # The bring-your-own pipeline creates neither a repository nor a topic of its own.
+    assert synth.byo.node.try_find_child("Repository") is None
+    assert synth.byo.node.try_find_child("Notifications") is None
+
+
+def test_state_machine_logs_everything_traces_and_times_out(synth: Synth) -> None:
+    log_group = synth.logical_id(synth.hello.log_group)
+    synth.template.has_resource_properties(
+        "AWS::StepFunctions::StateMachine",
+        {
+            "StateMachineType": "STANDARD",
+            "TracingConfiguration": {"Enabled": True},
+            "LoggingConfiguration": {
+                "Level": "ALL",
+                "IncludeExecutionData": True,
+                "Destinations": [
+                    {"CloudWatchLogsLogGroup": {"LogGroupArn": {"Fn::GetAtt": [log_group, "Arn"]}}}
+                ],
+            },
+        },
+    )
+    assert synth.definition(synth.hello)["TimeoutSeconds"] == 7200
+    assert synth.definition(synth.emulated)["TimeoutSeconds"] == 5400
+
+
+def test_alarm_on_failed_or_timed_out_executions_notifies_the_topic(synth: Synth) -> None:
+    alarm = synth.logical_id(synth.hello.alarm)
+    resource = synth.raw["Resources"][alarm]["Properties"]
+    assert resource["AlarmActions"] == [{"Ref": synth.logical_id(synth.hello.topic)}]
+    assert resource["Threshold"] == 1
+    assert resource["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert resource["TreatMissingData"] == "notBreaching"
+    metrics = {
+        m["MetricStat"]["Metric"]["MetricName"] for m in resource["Metrics"] if "MetricStat" in m
+    }
+    assert metrics == {"ExecutionsFailed", "ExecutionsTimedOut"}
+    state_machine = synth.logical_id(synth.hello.state_machine)
+    for metric in resource["Metrics"]:
+        if "MetricStat" in metric:
+            (dimension,) = metric["MetricStat"]["Metric"]["Dimensions"]
+            assert dimension["Value"] == {"Ref": state_machine}
+
+
+def test_state_machine_role_may_publish_the_notification_and_the_event(synth: Synth) -> None:
+    topic = synth.logical_id(synth.hello.topic)
+    synth.template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {"Action": "sns:Publish", "Effect": "Allow", "Resource": {"Ref": topic}}
+                        ),
+                        Match.object_like({"Action": "events:PutEvents", "Effect": "Allow"}),
+                    ]
+                )
+            },
+            "Roles": [{"Ref": synth.logical_id(synth.hello.state_machine.role)}],
+        },
+    )
+
+
+def test_new_repository_lets_latest_and_extra_tags_move(synth: Synth) -> None:
+    repository = synth.raw["Resources"][synth.logical_id(synth.emulated.repository)]
+    filters = repository["Properties"]["ImageTagMutabilityExclusionFilters"]
+    values = {f["ImageTagMutabilityExclusionFilterValue"] for f in filters}
+    assert {"latest", "stable"} <= values
+    assert repository["Properties"]["ImageTagMutability"] == "IMMUTABLE_WITH_EXCLUSION"
+
+
+def test_two_pipelines_in_one_stack_have_their_own_resources(synth: Synth) -> None:
+    machines = synth.template.find_resources("AWS::StepFunctions::StateMachine")
+    assert len(machines) == 3
+    projects = synth.template.find_resources("AWS::CodeBuild::Project")
+    assert len(projects) == 2 + 3 + 2
+    assert synth.hello.state_machine.node.path != synth.emulated.state_machine.node.path
+
+
+def test_definitions_pass_asl_validator(synth: Synth, tmp_path: Path) -> None:
+    for name, pipeline in (("hello", synth.hello), ("emulated", synth.emulated)):
+        result = local_sfn.validate(synth.definition(pipeline), tmp_path / name)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_manual_source_without_code_warns(tmp_path: Path) -> None:
+    stack = cdk.Stack(cdk.App(outdir=str(tmp_path)), "Warned")
+    MultiArchImagePipeline(stack, "Bare", source=Source.manual())
+    warnings = Annotations.from_stack(stack).find_warning(
+        "/Warned/Bare", Match.string_like_regexp("no code to check out")
+    )
+    assert len(warnings) == 1
+
+
+# --------------------------------------------------------------------- execution
+
+
+def test_execution_stitches_every_digest_and_publishes_the_image(
+    synth: Synth, tmp_path: Path
+) -> None:
+    # GIVEN builds that pushed their images
+    tags = ["3f2a1bc", "latest"]
+    results = {f"Build {slug}": _build_result(slug, tags) for slug in ("amd64", "arm64", "arm-v7")}
+    results |= {"Stitch": STITCH_RESULT, "PublishImageEvent": {}, "NotifyFailure": {}}
+    # WHEN a manual start gives only the commit
+    run = local_sfn.run(synth.definition(synth.emulated), {"commit": COMMIT}, results, tmp_path)
+    # THEN the stitcher gets every digest and the builds' tags, and the image event follows
+    assert run.returncode == 0, run.stderr
+    stitch = run.inputs["Stitch"]
+    assert stitch["images"] == [{"digest": DIGESTS[s]} for s in ("amd64", "arm64", "arm-v7")]
+    assert stitch["tags"] == tags
+    assert stitch["annotations"] == {"org.opencontainers.image.revision": COMMIT}
+    assert run.inputs["Build amd64"]["SourceVersion"] == COMMIT
+    overrides = {
+        v["Name"]: v["Value"] for v in run.inputs["Build arm-v7"]["EnvironmentVariablesOverride"]
+    }
+    assert overrides == {"COMMIT_SHA": COMMIT, "BRANCH": "main", "GIT_TAG": ""}
+    (entry,) = run.inputs["PublishImageEvent"]["Entries"]
+    assert entry["Source"] == "ecr-multiarch"
+    assert entry["Detail"]["digest"] == STITCH_RESULT["digest"]
+    assert entry["Detail"]["tags"] == tags
+    assert entry["Detail"]["commit"] == COMMIT
+    assert entry["Detail"]["platforms"] == ["linux/amd64", "linux/arm64", "linux/arm/v7"]
+    assert "NotifyFailure" not in run.inputs
+
+
+def test_execution_keeps_the_branch_and_git_tag_given(synth: Synth, tmp_path: Path) -> None:
+    results = {f"Build {s}": _build_result(s, ["3f2a1bc", "v1.2.0"]) for s in ("amd64", "arm64")}
+    results |= {"Stitch": STITCH_RESULT, "PublishImageEvent": {}, "NotifyFailure": {}}
+    execution_input = {"commit": COMMIT, "branch": "", "gitTag": "v1.2.0"}
+    run = local_sfn.run(synth.definition(synth.hello), execution_input, results, tmp_path)
+    assert run.returncode == 0, run.stderr
+    overrides = {
+        v["Name"]: v["Value"] for v in run.inputs["Build amd64"]["EnvironmentVariablesOverride"]
+    }
+    assert overrides == {"COMMIT_SHA": COMMIT, "BRANCH": "", "GIT_TAG": "v1.2.0"}
+
+
+def test_stitch_failure_is_notified_then_fails_with_its_error(synth: Synth, tmp_path: Path) -> None:
+    results = {f"Build {s}": _build_result(s, ["3f2a1bc"]) for s in ("amd64", "arm64")}
+    results |= {"Stitch": None, "PublishImageEvent": {}, "NotifyFailure": {}}
+    run = local_sfn.run(synth.definition(synth.hello), {"commit": COMMIT}, results, tmp_path)
+    assert run.returncode != 0
+    message = run.inputs["NotifyFailure"]["Message"]
+    assert message["failedState"] == "Stitch"
+    assert message["error"]
+    assert message["execution"].endswith(":execution:Pipeline:run-1")
+    assert message["console"].endswith("#/v2/executions/details/" + message["execution"])
+    assert "PublishImageEvent" not in run.inputs
+
+
+def test_build_failure_skips_the_stitch_and_is_notified(synth: Synth, tmp_path: Path) -> None:
+    results = {
+        "Build amd64": _build_result("amd64", ["3f2a1bc"]),
+        "Build arm64": None,
+        "Stitch": STITCH_RESULT,
+        "PublishImageEvent": {},
+        "NotifyFailure": {},
+    }
+    run = local_sfn.run(synth.definition(synth.hello), {"commit": COMMIT}, results, tmp_path)
+    assert run.returncode != 0
+    assert run.inputs["NotifyFailure"]["Message"]["failedState"] == "BuildPlatforms"
+    assert "Stitch" not in run.inputs
+
+
+def test_input_without_commit_is_notified_and_builds_nothing(synth: Synth, tmp_path: Path) -> None:
+    results = {f"Build {s}": _build_result(s, ["x"]) for s in ("amd64", "arm64")}
+    results |= {"Stitch": STITCH_RESULT, "PublishImageEvent": {}, "NotifyFailure": {}}
+    run = local_sfn.run(synth.definition(synth.hello), {"branch": "main"}, results, tmp_path)
+    assert run.returncode != 0
+    message = run.inputs["NotifyFailure"]["Message"]
+    assert message["failedState"] == "CheckInput"
+    assert message["error"] == "InvalidExecutionInput"
+    assert '"commit"' in message["cause"]
+    assert not {"Build amd64", "Build arm64"} & set(run.inputs)
+
+
+# -------------------------------------------------------------------- validation
+
+
+def _pipeline(**kwargs: Any) -> MultiArchImagePipeline:
+    stack = cdk.Stack(cdk.App(), "Validation")
+    kwargs.setdefault("source", Source.manual())
+    return MultiArchImagePipeline(stack, "Pipeline", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"platforms": []}, r"platforms is empty; expected at least one Platform"),
+        (
+            {"platforms": [Platform.LINUX_AMD64, Platform.LINUX_AMD64]},
+            r"platforms\[1\] linux/amd64 is a duplicate",
+        ),
+        (
+            {"platforms": [Platform.LINUX_AMD64, "linux/arm64"]},
+            r"platforms\[1\] 'linux/arm64' is not a Platform; expected e\.g\. "
+            r"Platform\.LINUX_ARM64",
+        ),
+        (
+            {"platforms": [Platform.LINUX_AMD64, Platform.LINUX_ARM_V7]},
+            r"platform linux/arm/v7 is emulated on linux/arm64 CodeBuild hosts but linux/arm64 "
+            r"is not among the platforms",
+        ),
+        (
+            {"platforms": [Platform.LINUX_ARM64, Platform.LINUX_S390X]},
+            r"platform linux/s390x is emulated on linux/amd64",
+        ),
+        (
+            {"commit_length": 6},
+            r"commit_length 6 is out of range; expected an integer from 7 to 64",
+        ),
+        ({"commit_length": 65}, r"commit_length 65 is out of range"),
+        ({"commit_length": True}, r"commit_length True is out of range"),
+        ({"extra_tags": ["-bad"]}, r"extra_tags\[0\] '-bad' is not a valid image tag"),
+        ({"extra_tags": ["a/b"]}, r"extra_tags\[0\] 'a/b' is not a valid image tag"),
+        ({"extra_tags": ["x" * 129]}, r"is not a valid image tag; expected 1-128 characters"),
+        ({"extra_tags": ["latest"]}, r"extra_tags contains 'latest'"),
+        (
+            {"extra_tags": ["buildcache-amd64"]},
+            r"'buildcache-amd64' would overwrite the build cache",
+        ),
+        ({"extra_tags": ["stable", "stable"]}, r"extra_tags\[1\] 'stable' is a duplicate"),
+        (
+            {"extra_tags": ["a", "b", "c", "d"]},
+            r"extra_tags has 4 tags; a new repository can let at most 3 extra tags move",
+        ),
+        ({"default_branch": ""}, r"default_branch '' is empty"),
+        ({"timeout": cdk.Duration.seconds(30)}, r"timeout 30 seconds is out of range"),
+        ({"timeout": cdk.Duration.days(366)}, r"timeout 366 days is out of range"),
+        ({"source": "github"}, r"source 'github' is not a Source"),
+    ],
+)
+def test_invalid_props_are_rejected(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _pipeline(**kwargs)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(ValueError, match="Invalid MultiArchImagePipeline") as raised:
+        _pipeline(platforms=[Platform.LINUX_ARM_V7], commit_length=3, extra_tags=["latest"])
+    text = str(raised.value)
+    assert "linux/arm/v7 is emulated" in text
+    assert "commit_length 3" in text
+    assert "'latest'" in text
+
+
+def test_more_extra_tags_are_fine_with_your_own_repository() -> None:
+    stack = cdk.Stack(cdk.App(), "Own")
+    pipeline = MultiArchImagePipeline(
+        stack,
+        "Pipeline",
+        source=Source.manual(),
+        repository=ecr.Repository(stack, "Repo"),
+        extra_tags=["a", "b", "c", "d"],
+    )
+    assert set(pipeline.builds) == {"amd64", "arm64"}
+
+
+def test_token_props_are_not_judged() -> None:
+    # A token's value is unknown at synth time: validation must let it through.
+    stack = cdk.Stack(cdk.App(), "Tokens")
+    tag = cdk.CfnParameter(stack, "ExtraTag").value_as_string
+    pipeline = MultiArchImagePipeline(stack, "Pipeline", source=Source.manual(), extra_tags=[tag])
+    assert set(pipeline.builds) == {"amd64", "arm64"}
+    # ... but it cannot become a mutability exclusion of the new repository: a warning says so.
+    warnings = Annotations.from_stack(stack).find_warning(
+        "/Tokens/Pipeline", Match.string_like_regexp("cannot become a tag mutability exclusion")
+    )
+    assert len(warnings) == 1
+
+
+def test_importing_the_package_loads_no_cdk_or_boto3() -> None:
+    code = (
+        "import sys, ecr_multiarch; "
+        "assert 'aws_cdk' not in sys.modules and 'boto3' not in sys.modules, sorted(sys.modules); "
+        "print(sorted(ecr_multiarch.__all__))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert json.loads(out.strip().replace("'", '"')) == [
+        "ManifestStitcher",
+        "MultiArchImagePipeline",
+        "MultiArchRepository",
+        "Platform",
+        "PlatformBuild",
+        "Source",
+        "__version__",
+    ]
+
+
+def test_lazy_exports_resolve_and_unknown_names_fail() -> None:
+    assert ecr_multiarch.MultiArchImagePipeline is MultiArchImagePipeline
+    with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
+        _ = ecr_multiarch.Nope  # type: ignore[attr-defined]
