@@ -93,7 +93,8 @@ class ExecutionReport:
         for event in self.events:
             if event.get("state", {}).get("name") != state:
                 continue
-            if event["type"] == "StateEntered":
+            if event["type"] in ("StateEntered", "StateRetried"):
+                # A retry runs the state again without a new StateEntered event.
                 start = int(event["timestamp"])
             elif event["type"] in ("StateExited", "StateFailed") and start is not None:
                 spans.append((start, int(event["timestamp"])))

@@ -1,0 +1,287 @@
+"""End to end: the state machine synthesized from app.py, executed locally.
+
+Every test runs the definition `cdk synth` wrote (aws-local-stepfunctions), whose
+CodeBuild tasks run the projects' real buildspecs (docker/aws stand-ins pushing
+real images of examples/hello) and whose Stitch task runs the real Lambda
+handler against a real registry on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from ecr_multiarch.local.execution import ExecutionReport, Faults, LocalWorkflowRun
+from ecr_multiarch.local.images import RegistryPusher
+from ecr_multiarch.local.workflow import Workflow
+
+HELLO = Path(__file__).resolve().parents[2] / "examples" / "hello"
+INDEX_TYPES = "application/vnd.oci.image.index.v1+json"
+ACCEPT = ", ".join(
+    [
+        INDEX_TYPES,
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+
+
+def repository_of(workflow: Workflow) -> str:
+    """The ECR repository name the app's builds push to (its physical name, resolved)."""
+    names = {p.environment["IMAGE_REPO_NAME"] for p in workflow.projects.values()}
+    assert len(names) == 1
+    return names.pop()
+
+
+def manifest(run: LocalWorkflowRun, reference: str) -> tuple[dict[str, Any], str]:
+    """The manifest at ``reference`` in the app's repository and the sha256 of its bytes."""
+    repo = repository_of(run.workflow)
+    response = requests.get(
+        f"{run.registry.url}/v2/{repo}/manifests/{reference}",
+        headers={"Accept": ACCEPT},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response.json(), "sha256:" + hashlib.sha256(response.content).hexdigest()
+
+
+def blob(run: LocalWorkflowRun, digest: str) -> bytes:
+    """A blob of the app's repository."""
+    repo = repository_of(run.workflow)
+    response = requests.get(f"{run.registry.url}/v2/{repo}/blobs/{digest}", timeout=10)
+    response.raise_for_status()
+    return response.content
+
+
+def tags(run: LocalWorkflowRun) -> list[str]:
+    """Every tag of the app's repository."""
+    return RegistryPusher(run.registry.url).tags(repository_of(run.workflow))
+
+
+def stitched(report: ExecutionReport) -> dict[str, Any]:
+    """The stitch handler's result in this execution."""
+    results = [i["result"] for i in report.invocations if "result" in i]
+    assert len(results) == 1, report.invocations
+    return dict(results[0])
+
+
+def platforms_of(index: dict[str, Any]) -> list[str]:
+    """os/arch[/variant] of the index's image entries (attestations left out)."""
+    names = []
+    for entry in index["manifests"]:
+        p = entry["platform"]
+        if p["os"] != "unknown":
+            names.append(
+                "/".join(
+                    [p["os"], p["architecture"]] + ([p["variant"]] if p.get("variant") else [])
+                )
+            )
+    return names
+
+
+def start(commit: str, branch: str = "main") -> dict[str, str]:
+    """The execution input a push of ``commit`` to ``branch`` starts."""
+    return {"commit": commit, "branch": branch, "gitTag": ""}
+
+
+def test_success_builds_both_platforms_in_parallel_and_publishes_one_index(
+    local_run: LocalWorkflowRun, commit: str
+) -> None:
+    # WHEN a push of the main branch runs the synthesized workflow
+    report = local_run.execute(start(commit))
+
+    # THEN every state of the happy path ran, and the two builds overlapped in time
+    assert report.succeeded, (report.error, report.cause)
+    entered = report.entered()
+    for state in ("BuildPlatforms", "Build amd64", "Build arm64", "Stitch", "PublishImageEvent"):
+        assert state in entered
+    assert "NotifyFailure" not in entered
+    (amd64,) = report.intervals("Build amd64")
+    (arm64,) = report.intervals("Build arm64")
+    assert max(amd64[0], arm64[0]) < min(amd64[1], arm64[1]), (amd64, arm64)
+
+    # AND the commit tag and latest hold one index with both platforms and their attestations
+    short = commit[:7]
+    result = stitched(report)
+    index, digest = manifest(local_run, short)
+    assert digest == result["digest"] == manifest(local_run, "latest")[1]
+    assert index["mediaType"] == INDEX_TYPES
+    assert sorted(platforms_of(index)) == ["linux/amd64", "linux/arm64"]
+    attestations = [
+        e for e in index["manifests"] if e.get("annotations", {}).get("vnd.docker.reference.type")
+    ]
+    assert len(attestations) == 2
+    assert index["annotations"]["org.opencontainers.image.revision"] == commit
+
+    # AND each platform's image is a real image of examples/hello whose config declares it
+    for entry in index["manifests"]:
+        if entry["platform"]["os"] == "unknown":
+            continue
+        image, _ = manifest(local_run, entry["digest"])
+        config = json.loads(blob(local_run, image["config"]["digest"]))
+        assert (config["os"], config["architecture"]) == (
+            entry["platform"]["os"],
+            entry["platform"]["architecture"],
+        )
+        assert config["config"]["Cmd"] == ["python", "/app/server.py"]
+        assert config["config"]["Labels"]["org.opencontainers.image.revision"] == commit
+        layer_bytes = gzip.decompress(blob(local_run, image["layers"][0]["digest"]))
+        with tarfile.open(fileobj=io.BytesIO(layer_bytes)) as layer:
+            extracted = layer.extractfile("app/server.py")
+            assert extracted is not None
+            assert extracted.read() == (HELLO / "server.py").read_bytes()
+
+    # AND the success event carries the digest, the tags and the platforms
+    ((event,),) = [e["entries"] for e in report.events_published]
+    detail = event["Detail"]
+    assert detail["digest"] == result["digest"]
+    assert detail["tags"] == [short, "latest"]
+    assert sorted(detail["platforms"]) == ["linux/amd64", "linux/arm64"]
+    assert detail["commit"] == commit
+    assert report.notifications == []
+
+
+def test_a_failed_build_notifies_and_leaves_no_index(
+    local_run: LocalWorkflowRun, commit: str
+) -> None:
+    # WHEN the arm64 build fails
+    report = local_run.execute(
+        start(commit), faults=Faults(fail_builds={"linux/arm64": "exit status 2 in RUN make"})
+    )
+
+    # THEN the execution fails through the notification
+    assert report.status == "FAILED"
+    assert report.error == "States.TaskFailed"
+    entered = report.entered()
+    assert entered[-2:] == ["NotifyFailure", "Failed"]
+    assert "Stitch" not in entered
+    assert report.invocations == []
+
+    # AND the notification names the failed state and carries CodeBuild's failed build
+    (note,) = report.notifications
+    message = note["message"]
+    assert message["failedState"] == "BuildPlatforms"
+    assert message["error"] == "States.TaskFailed"
+    build = json.loads(message["cause"])["Build"]
+    assert build["BuildStatus"] == "FAILED"
+    arm64 = next(
+        p for p in local_run.workflow.projects.values() if p.target_platform == "linux/arm64"
+    )
+    assert build["ProjectName"] == arm64.name
+    assert {"PhaseType": "BUILD", "PhaseStatus": "FAILED"}.items() <= next(
+        p for p in build["Phases"] if p["PhaseType"] == "BUILD"
+    ).items()
+
+    # AND no index and no commit tag exist; nothing was tagged latest
+    present = tags(local_run)
+    assert commit[:7] not in present
+    assert "latest" not in present
+    assert f"{commit[:7]}-arm64" not in present
+
+
+def test_two_builds_of_one_platform_reach_the_catch_path_as_platform_conflict(
+    local_run: LocalWorkflowRun, commit: str
+) -> None:
+    # WHEN the arm64 build produces a linux/amd64 image (a misconfigured builder)
+    report = local_run.execute(
+        start(commit), faults=Faults(build_platform_as={"linux/arm64": "linux/amd64"})
+    )
+
+    # THEN the stitch fails with PlatformConflict, caught and notified
+    assert report.status == "FAILED"
+    assert report.error == "PlatformConflict"
+    assert [i["error"] for i in report.invocations] == ["PlatformConflict"]
+    assert report.entered()[-4:] == ["Stitch", "StitchFailed", "NotifyFailure", "Failed"]
+    (note,) = report.notifications
+    message = note["message"]
+    assert message["failedState"] == "Stitch"
+    assert message["error"] == "PlatformConflict"
+    assert "linux/amd64" in json.loads(message["cause"])["errorMessage"]
+
+    # AND nothing was tagged with the commit
+    assert commit[:7] not in tags(local_run)
+
+
+def test_a_rerun_of_the_same_commit_gives_the_same_index_unchanged(
+    local_run: LocalWorkflowRun, commit: str
+) -> None:
+    first = local_run.execute(start(commit))
+    second = local_run.execute(start(commit))
+
+    assert first.succeeded
+    assert second.succeeded
+    one, two = stitched(first), stitched(second)
+    assert one["changed"] is True
+    assert two["changed"] is False
+    assert two["digest"] == one["digest"]
+    # The re-run did not rebuild: each build found its per-platform tag and exported its digest.
+    digests = [
+        [v["Value"] for v in b["ExportedEnvironmentVariables"] if v["Name"] == "IMAGE_DIGEST"]
+        for b in sorted(first.builds, key=lambda b: b["platform"])
+        + sorted(second.builds, key=lambda b: b["platform"])
+    ]
+    assert digests[:2] == digests[2:]
+    (event,) = second.events_published[0]["entries"]
+    assert event["Detail"]["changed"] is False
+
+
+def test_a_transient_registry_error_is_retried_by_the_workflow(
+    local_run: LocalWorkflowRun, commit: str
+) -> None:
+    # WHEN the first stitch attempt finds the registry unavailable
+    report = local_run.execute(start(commit), faults=Faults(stitch_errors=["RegistryUnavailable"]))
+
+    # THEN the definition's own Retry runs it again, and the execution succeeds
+    assert report.succeeded, (report.error, report.cause)
+    assert [i.get("error") for i in report.invocations] == ["RegistryUnavailable", None]
+    assert len(report.intervals("Stitch")) == 2
+    retried = [
+        e for e in report.events if e["type"] == "StateRetried" and e["state"]["name"] == "Stitch"
+    ]
+    assert retried
+    assert retried[0]["retry"]["retrier"]["ErrorEquals"] == ["RegistryUnavailable"]
+    assert "NotifyFailure" not in report.entered()
+    assert manifest(local_run, commit[:7])[1] == stitched(report)["digest"]
+
+
+def test_a_manual_start_without_branch_builds_the_default_branch(
+    local_run: LocalWorkflowRun, commit: str
+) -> None:
+    report = local_run.execute({"commit": commit})
+
+    assert report.succeeded, (report.error, report.cause)
+    assert stitched(report)["tags"] == [commit[:7], "latest"]
+
+
+def test_an_input_without_commit_is_refused_before_any_build(local_run: LocalWorkflowRun) -> None:
+    report = local_run.execute({"branch": "main"})
+
+    assert report.status == "FAILED"
+    assert report.builds == []
+    (note,) = report.notifications
+    assert note["message"]["failedState"] == "CheckInput"
+    assert report.error == note["message"]["error"]
+
+
+def test_the_emulated_arm_v7_option_adds_a_branch_and_a_platform(
+    local_run_arm_v7: LocalWorkflowRun, commit: str
+) -> None:
+    report = local_run_arm_v7.execute(start(commit))
+
+    assert report.succeeded, (report.error, report.cause)
+    parallel = local_run_arm_v7.workflow.states()["BuildPlatforms"]
+    assert len(parallel["Branches"]) == 3
+    assert "Build arm-v7" in report.entered()
+    index, digest = manifest(local_run_arm_v7, commit[:7])
+    assert digest == stitched(report)["digest"]
+    assert sorted(platforms_of(index)) == ["linux/amd64", "linux/arm/v7", "linux/arm64"]
+    (event,) = report.events_published[0]["entries"]
+    assert "linux/arm/v7" in event["Detail"]["platforms"]
