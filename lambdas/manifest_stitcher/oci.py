@@ -62,6 +62,16 @@ ECR_HOST = re.compile(
 DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 _STATUS_RETRIED = frozenset({429, 500, 502, 503, 504})
 _MAX_WORKERS = 8
+_MAX_RETRY_AFTER = 30.0
+
+
+class _Retry(Retry):
+    """urllib3's Retry, but a registry's Retry-After cannot park the command for long."""
+
+    def get_retry_after(self, response: Any) -> float | None:
+        """The server's Retry-After, at most 30 seconds."""
+        value = super().get_retry_after(response)
+        return None if value is None else min(value, _MAX_RETRY_AFTER)
 
 
 class RegistryAccessDenied(StitchError):
@@ -389,7 +399,7 @@ class OciRegistry:
         self._timeout = (min(5.0, timeout), timeout)
         self._max_workers = max(1, max_workers)
         self._session = session or requests.Session()
-        retry = Retry(
+        retry = _Retry(
             total=retries,
             connect=retries,
             read=retries,

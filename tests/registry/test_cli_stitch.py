@@ -208,6 +208,10 @@ def test_windows_os_version_survives_to_every_client(
     assert windows_entry in docker_platforms(target, tmp_path)
     assert_resolves(target, WINDOWS, windows)
     assert_resolves(target, AMD64, linux)
+    # a platform given on the command line can carry os.version too, and gives the same index
+    given = "win=windows(10.0.20348.2113)/amd64"
+    again = _stitch_json(capsys, "stitch", f"{target}-given", "--image", given, "--image", "linux")
+    assert again["digest"] == result["digest"]
     # and the readable table shows it
     assert main(["inspect", target]) == 0
     assert "windows/amd64 (10.0.20348.2113)" in capsys.readouterr().out
