@@ -457,7 +457,8 @@ def default_build_spec(
                     " || exit 1\n"
                     "  fi\n"
                     "  docker buildx create --use --name ecr-multiarch --driver docker-container"
-                    ' --driver-opt image="$BUILDKIT_IMAGE" || exit 1\n'
+                    ' --driver-opt image="$BUILDKIT_IMAGE" || docker buildx use ecr-multiarch'
+                    " || exit 1\n"
                     f"  docker buildx build {' '.join(build_flags)} || exit 1\n"
                     '  EXPORTS="$(python3 "$HELPER" digest "$METADATA_FILE")" || exit 1\n'
                     '  eval "$EXPORTS"\n'

@@ -180,8 +180,9 @@ class ManifestStitcher(Construct):
             handler=HANDLER,
             code=lambda_.Code.from_asset(
                 str(package_directory()),
+                # The source hash covers exactly what is copied (caches excluded), and stays
+                # valid when a CLI run skips bundling for this stack.
                 exclude=["__pycache__", "*.pyc"],
-                asset_hash_type=cdk.AssetHashType.OUTPUT,
                 bundling=cdk.BundlingOptions(
                     # Never pulled: the local bundling always succeeds or raises.
                     image=cdk.DockerImage.from_registry("public.ecr.aws/sam/build-python3.13"),
