@@ -146,7 +146,7 @@ class EcrRegistry:
         *,
         client: ECRClient | None = None,
         region: str | None = None,
-        max_workers: int = 16,
+        max_workers: int = 32,
         http: urllib3.PoolManager | None = None,
     ) -> None:
         """Adapter for ``repository`` in account ``registry_id`` (default: the caller's).

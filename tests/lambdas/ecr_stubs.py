@@ -142,6 +142,12 @@ def batch_get_params(
     return params
 
 
+class _Server(ThreadingHTTPServer):
+    # Room for every parallel download at once (the default backlog of 5 makes the
+    # kernel drop SYNs, which clients retry after a second).
+    request_queue_size = 128
+
+
 @dataclass
 class BlobServer:
     """Serves blobs at ``/blobs/<digest>`` on 127.0.0.1, like a pre-signed S3 URL."""
@@ -192,7 +198,7 @@ class BlobServer:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = _Server(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         self.port = server.server_address[1]
         thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
