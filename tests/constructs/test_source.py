@@ -1,0 +1,422 @@
+"""Source kinds: what starts the workflow; every build checks out the revision that triggered it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_codecommit as codecommit
+from aws_cdk import aws_s3 as s3
+from aws_cdk.assertions import Match, Template
+
+from ecr_multiarch import MultiArchImagePipeline, Platform, Source
+
+from . import local_sfn
+from .asl import all_states, resolve
+from .lint import cfn_lint
+
+CONNECTION_ARN = (
+    "arn:aws:codeconnections:eu-west-1:123456789012:connection/0a1b2c3d-aaaa-bbbb-cccc-0123456789ab"
+)
+
+
+@dataclass
+class Synth:
+    """One stack with a single-platform pipeline per source kind, shared by the module."""
+
+    stack: cdk.Stack
+    template: Template
+    raw: dict[str, Any]
+    template_file: Path
+    pipelines: dict[str, MultiArchImagePipeline]
+    code: codecommit.Repository
+    bucket: s3.Bucket
+
+    def logical_id(self, construct: Any) -> str:
+        """The logical id of a construct's CloudFormation resource."""
+        return self.stack.get_logical_id(construct.node.default_child)
+
+    def resources(self, kind: str, under: MultiArchImagePipeline) -> dict[str, Any]:
+        """The resources of type ``kind`` inside one pipeline."""
+        prefix = under.node.path + "/"
+        found = {}
+        for child in under.node.find_all():
+            if isinstance(child, cdk.CfnResource) and child.cfn_resource_type == kind:
+                assert child.node.path.startswith(prefix)
+                logical_id = self.stack.get_logical_id(child)
+                found[logical_id] = self.raw["Resources"][logical_id]
+        return found
+
+    def states(self, pipeline: MultiArchImagePipeline) -> dict[str, dict[str, Any]]:
+        """The pipeline's states by name, rendered to plain ASL."""
+        return all_states(self.definition(pipeline))
+
+    def definition(self, pipeline: MultiArchImagePipeline) -> dict[str, Any]:
+        """The pipeline's state machine definition, rendered to plain ASL."""
+        resource = self.raw["Resources"][self.logical_id(pipeline.state_machine)]
+        return json.loads(
+            resolve(resource["Properties"]["DefinitionString"], self.raw["Resources"])
+        )
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
+    """GIVEN one pipeline for each kind of source."""
+    outdir = tmp_path_factory.mktemp("source-cdk-out")
+    app = cdk.App(outdir=str(outdir))
+    stack = cdk.Stack(app, "SourceTest")
+    code = codecommit.Repository(stack, "Code", repository_name="hello")
+    bucket = s3.Bucket(
+        stack,
+        "Sources",
+        versioned=True,
+        event_bridge_enabled=True,
+        enforce_ssl=True,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+    )
+    arm = [Platform.LINUX_ARM64]
+    sources = {
+        "Commit": Source.code_commit(code, branch="main"),
+        "CommitNoTags": Source.code_commit(code, branch="release/1.x", tags=False),
+        "Lab": Source.connection(
+            CONNECTION_ARN, "group/sub", "hello", branch="trunk", provider="GITLAB"
+        ),
+        "Hub": Source.connection(CONNECTION_ARN, "octo", "hello"),
+        "Archive": Source.s3(bucket, "sources/hello.zip"),
+        "Manual": Source.manual(),
+    }
+    pipelines = {
+        name: MultiArchImagePipeline(stack, name, source=source, platforms=arm)
+        for name, source in sources.items()
+    }
+    raw = app.synth().get_stack_by_name("SourceTest").template
+    return Synth(
+        stack,
+        Template.from_stack(stack),
+        raw,
+        outdir / "SourceTest.template.json",
+        pipelines,
+        code,
+        bucket,
+    )
+
+
+def _project(synth: Synth, name: str) -> dict[str, Any]:
+    (project,) = synth.resources("AWS::CodeBuild::Project", synth.pipelines[name]).values()
+    return project["Properties"]
+
+
+def _rules(synth: Synth, name: str) -> list[dict[str, Any]]:
+    rules = synth.resources("AWS::Events::Rule", synth.pipelines[name])
+    return [rule["Properties"] for rule in rules.values()]
+
+
+def _input_template(rule: dict[str, Any]) -> dict[str, Any]:
+    """The rule target's input, with the EventBridge placeholders as plain strings."""
+    (target,) = rule["Targets"]
+    transformer = target["InputTransformer"]
+    text = resolve(transformer["InputTemplate"], {})
+    for placeholder in transformer["InputPathsMap"]:
+        text = text.replace(f"<{placeholder}>", f'"<{placeholder}>"')
+    template = json.loads(text)
+    paths = transformer["InputPathsMap"]
+    return {
+        key: paths[value[1:-1]] if isinstance(value, str) and value[1:-1] in paths else value
+        for key, value in template.items()
+    }
+
+
+# ------------------------------------------------------------------- CodeCommit
+
+
+def test_code_commit_rule_starts_on_pushes_to_the_branch(synth: Synth) -> None:
+    branch_rule = next(r for r in _rules(synth, "Commit") if "branch" in str(r["EventPattern"]))
+    assert branch_rule["EventPattern"] == {
+        "source": ["aws.codecommit"],
+        "detail-type": ["CodeCommit Repository State Change"],
+        "resources": [{"Fn::GetAtt": [synth.logical_id(synth.code), "Arn"]}],
+        "detail": {
+            "event": ["referenceCreated", "referenceUpdated"],
+            "referenceType": ["branch"],
+            "referenceName": ["main"],
+        },
+    }
+    (target,) = branch_rule["Targets"]
+    assert target["Arn"] == {"Ref": synth.logical_id(synth.pipelines["Commit"].state_machine)}
+    assert _input_template(branch_rule) == {
+        "commit": "$.detail.commitId",
+        "branch": "$.detail.referenceName",
+        "gitTag": "",
+    }
+
+
+def test_code_commit_tag_rule_builds_pushed_tags(synth: Synth) -> None:
+    tag_rule = next(r for r in _rules(synth, "Commit") if "tag" in str(r["EventPattern"]))
+    assert tag_rule["EventPattern"]["detail"] == {
+        "event": ["referenceCreated"],
+        "referenceType": ["tag"],
+    }
+    assert _input_template(tag_rule) == {
+        "commit": "$.detail.commitId",
+        "branch": "",
+        "gitTag": "$.detail.referenceName",
+    }
+
+
+def test_code_commit_without_tags_has_only_the_branch_rule(synth: Synth) -> None:
+    (rule,) = _rules(synth, "CommitNoTags")
+    assert rule["EventPattern"]["detail"]["referenceName"] == ["release/1.x"]
+
+
+def test_code_commit_builds_check_out_the_pushed_commit(synth: Synth) -> None:
+    source = _project(synth, "Commit")["Source"]
+    assert source["Type"] == "CODECOMMIT"
+    assert source["Location"] == {"Fn::GetAtt": [synth.logical_id(synth.code), "CloneUrlHttp"]}
+    assert synth.states(synth.pipelines["Commit"])["Build arm64"]["Parameters"][
+        "SourceVersion.$"
+    ] == ("$.commit")
+
+
+def test_code_commit_default_branch_moves_latest(synth: Synth) -> None:
+    assert synth.pipelines["CommitNoTags"].default_branch == "release/1.x"
+    assert synth.states(synth.pipelines["CommitNoTags"])["ApplyDefaults"]["Parameters"][
+        "defaults"
+    ] == {"branch": "release/1.x", "gitTag": ""}
+
+
+# ---------------------------------------------------------------- CodeConnections
+
+
+def _codepipeline(synth: Synth, name: str) -> dict[str, Any]:
+    (pipeline,) = synth.resources("AWS::CodePipeline::Pipeline", synth.pipelines[name]).values()
+    return pipeline["Properties"]
+
+
+def test_connection_pipeline_is_v2_with_a_push_trigger_on_the_branch(synth: Synth) -> None:
+    pipeline = _codepipeline(synth, "Lab")
+    assert pipeline["PipelineType"] == "V2"
+    (trigger,) = pipeline["Triggers"]
+    assert trigger["ProviderType"] == "CodeStarSourceConnection"
+    assert trigger["GitConfiguration"] == {
+        "SourceActionName": "Checkout",
+        "Push": [{"Branches": {"Includes": ["trunk"]}}],
+    }
+
+
+def test_connection_source_action_uses_the_connection(synth: Synth) -> None:
+    source_stage, image_stage = _codepipeline(synth, "Lab")["Stages"]
+    (checkout,) = source_stage["Actions"]
+    assert checkout["ActionTypeId"]["Provider"] == "CodeStarSourceConnection"
+    assert checkout["Configuration"]["ConnectionArn"] == CONNECTION_ARN
+    assert checkout["Configuration"]["FullRepositoryId"] == "group/sub/hello"
+    assert checkout["Configuration"]["BranchName"] == "trunk"
+    assert checkout["Namespace"] == "Source"
+    (invoke,) = image_stage["Actions"]
+    assert invoke["ActionTypeId"]["Provider"] == "StepFunctions"
+    assert invoke["Configuration"]["StateMachineArn"] == {
+        "Ref": synth.logical_id(synth.pipelines["Lab"].state_machine)
+    }
+    assert json.loads(invoke["Configuration"]["Input"]) == {
+        "commit": "#{Source.CommitId}",
+        "branch": "#{Source.BranchName}",
+        "gitTag": "",
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "location"),
+    [
+        ("Lab", "GITLAB", "https://gitlab.com/group/sub/hello.git"),
+        ("Hub", "GITHUB", "https://github.com/octo/hello.git"),
+    ],
+)
+def test_connection_builds_clone_through_the_connection(
+    synth: Synth, name: str, kind: str, location: str
+) -> None:
+    source = _project(synth, name)["Source"]
+    assert source["Type"] == kind
+    assert source["Location"] == location
+    assert source["Auth"] == {"Type": "CODECONNECTIONS", "Resource": CONNECTION_ARN}
+    assert synth.states(synth.pipelines[name])["Build arm64"]["Parameters"]["SourceVersion.$"] == (
+        "$.commit"
+    )
+
+
+def test_connection_builds_may_use_only_that_connection(synth: Synth) -> None:
+    role = synth.logical_id(synth.pipelines["Lab"].builds["arm64"].project.role)
+    synth.template.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "Roles": [{"Ref": role}],
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Action": Match.array_with(
+                                    [
+                                        "codeconnections:GetConnectionToken",
+                                        "codeconnections:UseConnection",
+                                    ]
+                                ),
+                                "Resource": CONNECTION_ARN,
+                            }
+                        )
+                    ]
+                )
+            },
+        },
+    )
+
+
+def test_connection_artifacts_bucket_is_private_and_expires(synth: Synth) -> None:
+    (bucket,) = synth.resources("AWS::S3::Bucket", synth.pipelines["Lab"]).values()
+    properties = bucket["Properties"]
+    assert properties["PublicAccessBlockConfiguration"]["BlockPublicPolicy"] is True
+    (rule,) = properties["LifecycleConfiguration"]["Rules"]
+    assert rule["ExpirationInDays"] == 30
+
+
+# -------------------------------------------------------------------------- S3
+
+
+def test_s3_rule_starts_on_new_versions_of_the_key(synth: Synth) -> None:
+    (rule,) = _rules(synth, "Archive")
+    assert rule["EventPattern"] == {
+        "source": ["aws.s3"],
+        "detail-type": ["Object Created"],
+        "detail": {
+            "bucket": {"name": [{"Ref": synth.logical_id(synth.bucket)}]},
+            "object": {"key": ["sources/hello.zip"]},
+        },
+    }
+    assert _input_template(rule) == {
+        "commit": "$.detail.object.etag",
+        "branch": "main",
+        "gitTag": "",
+        "sourceVersion": "$.detail.object.version-id",
+    }
+
+
+def test_s3_builds_check_out_the_object_version(synth: Synth) -> None:
+    source = _project(synth, "Archive")["Source"]
+    assert source["Type"] == "S3"
+    assert source["Location"] == {
+        "Fn::Join": ["", [{"Ref": synth.logical_id(synth.bucket)}, "/sources/hello.zip"]]
+    }
+    states = synth.states(synth.pipelines["Archive"])
+    assert states["Build arm64"]["Parameters"]["SourceVersion.$"] == "$.sourceVersion"
+    # The commit (the ETag) still names the image.
+    overrides = states["Build arm64"]["Parameters"]["EnvironmentVariablesOverride"]
+    assert {"Name": "COMMIT_SHA", "Type": "PLAINTEXT", "Value.$": "$.commit"} in overrides
+
+
+def test_s3_execution_without_version_is_refused(synth: Synth, tmp_path: Path) -> None:
+    run = local_sfn.run(
+        synth.definition(synth.pipelines["Archive"]),
+        {"commit": "d41d8cd98f00b204e9800998ecf8427e"},
+        {"Build arm64": None, "Stitch": None, "PublishImageEvent": {}, "NotifyFailure": {}},
+        tmp_path,
+    )
+    assert run.returncode != 0
+    assert run.inputs["NotifyFailure"]["Message"]["error"] == "InvalidExecutionInput"
+    assert "sourceVersion" in run.inputs["NotifyFailure"]["Message"]["cause"]
+    assert "Build arm64" not in run.inputs
+
+
+# ---------------------------------------------------------------------- manual
+
+
+def test_manual_source_creates_no_trigger(synth: Synth) -> None:
+    manual = synth.pipelines["Manual"]
+    assert manual.trigger.rules == ()
+    assert manual.trigger.pipeline is None
+    assert synth.resources("AWS::Events::Rule", manual) == {}
+    assert synth.resources("AWS::CodePipeline::Pipeline", manual) == {}
+    assert _project(synth, "Manual")["Source"]["Type"] == "NO_SOURCE"
+
+
+# ----------------------------------------------------------------- whole stack
+
+
+def test_every_definition_passes_asl_validator(synth: Synth, tmp_path: Path) -> None:
+    for name, pipeline in synth.pipelines.items():
+        result = local_sfn.validate(synth.definition(pipeline), tmp_path / name)
+        assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
+
+
+def test_template_passes_cfn_lint(synth: Synth) -> None:
+    result = cfn_lint(synth.template_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------ validation
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda repo, bucket: Source.code_commit(repo, branch="has space"),
+            r"branch 'has space' is not a valid git branch name",
+        ),
+        (
+            lambda repo, bucket: Source.code_commit(repo, branch="a..b"),
+            r"branch 'a\.\.b' is not a valid git branch name",
+        ),
+        (
+            lambda repo, bucket: Source.manual(branch=""),
+            r"branch '' is not a valid git branch name",
+        ),
+        (
+            lambda repo, bucket: Source.connection(CONNECTION_ARN, "o", "r", provider="SVN"),
+            r"provider 'SVN' is not supported; expected one of BITBUCKET, GITHUB, GITLAB",
+        ),
+        (
+            lambda repo, bucket: Source.connection("arn:aws:s3:::bucket", "o", "r"),
+            r"connection_arn 'arn:aws:s3:::bucket' is not a CodeConnections connection ARN",
+        ),
+        (
+            lambda repo, bucket: Source.connection(CONNECTION_ARN, "", "r"),
+            r"owner '' is not a repository owner",
+        ),
+        (
+            lambda repo, bucket: Source.connection(CONNECTION_ARN, "octo", "octo/hello"),
+            r"repo 'octo/hello' is not a repository name; expected .* without the owner",
+        ),
+        (
+            lambda repo, bucket: Source.s3(bucket, "/sources/hello.zip"),
+            r"key '/sources/hello\.zip' is not an object key",
+        ),
+        (lambda repo, bucket: Source.s3(bucket, ""), r"key '' is not an object key"),
+    ],
+)
+def test_invalid_sources_are_rejected(make: Any, message: str) -> None:
+    stack = cdk.Stack(cdk.App(), "Invalid")
+    repo = codecommit.Repository(stack, "Repo", repository_name="r")
+    bucket = s3.Bucket(stack, "Bucket")
+    with pytest.raises(ValueError, match=message):
+        make(repo, bucket)
+
+
+def test_connection_reports_every_problem_at_once() -> None:
+    with pytest.raises(ValueError, match="Invalid source") as raised:
+        Source.connection("nope", "o/", "r/x", branch="x y", provider="CVS")  # type: ignore[arg-type]
+    text = str(raised.value)
+    for part in (
+        "branch 'x y'",
+        "provider 'CVS'",
+        "connection_arn 'nope'",
+        "owner 'o/'",
+        "repo 'r/x'",
+    ):
+        assert part in text
+
+
+def test_provider_is_case_insensitive() -> None:
+    source = Source.connection(CONNECTION_ARN, "octo", "hello", provider="bitbucket")  # type: ignore[arg-type]
+    assert source.source_url == "https://bitbucket.org/octo/hello"
