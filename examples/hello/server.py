@@ -58,15 +58,20 @@ def main() -> None:
     host = os.environ.get("HOST", "0.0.0.0")  # noqa: S104 - a container listens on all interfaces
     port = int(os.environ.get("PORT", "8080"))
     server = ThreadingHTTPServer((host, port), HelloHandler)
-    # docker stop sends SIGTERM; end cleanly instead of being killed after the grace period.
-    signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
+    # docker stop sends SIGTERM: end cleanly instead of being killed after the grace period.
+    # (server.shutdown() would deadlock here: the handler runs in the serving thread.)
+    signal.signal(signal.SIGTERM, _stop)
     print(f"hello listening on {host}:{server.server_port}", flush=True)
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         pass
     finally:
         server.server_close()
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

@@ -152,6 +152,8 @@ class LocalFunction:
         if self._process.poll() is None:
             if self._process.stdin:
                 self._process.stdin.close()
+            # Lambda ends an idle environment without ceremony; so does the local run.
+            self._process.terminate()
             try:
                 self._process.wait(timeout=5)
             except subprocess.TimeoutExpired:
