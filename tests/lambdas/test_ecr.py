@@ -773,3 +773,50 @@ def test_nothing_is_written_when_a_child_is_not_an_image(client: Any) -> None:
         with pytest.raises(UnsupportedMediaType):
             stitch(request, EcrRegistry("hello", client=client))
         stub.assert_no_pending_responses()
+
+
+def test_an_immutable_tag_that_vanished_meanwhile_is_still_tag_immutable(
+    client: Any, stubber: Stubber
+) -> None:
+    stubber.add_client_error(
+        "put_image",
+        service_error_code="ImageTagAlreadyExistsException",
+        expected_params=put_params(INDEX, "v1"),
+    )
+    stubber.add_client_error(
+        "describe_images",
+        service_error_code="ImageNotFoundException",
+        expected_params={"repositoryName": "hello", "imageIds": [{"imageTag": "v1"}]},
+    )
+    with pytest.raises(TagImmutable, match="already points at another image"):
+        EcrRegistry("hello", client=client).put_index(INDEX, ["v1"])
+
+
+@pytest.mark.parametrize("corrupt", [False, True])
+def test_nothing_is_written_when_a_config_is_missing_or_corrupt(
+    client: Any, blobs: BlobServer, corrupt: bool
+) -> None:
+    config = AMD64.blobs[0]
+    blobs.add(config)
+    if corrupt:
+        blobs.corrupt.add(config.digest)
+    request = _event({"digest": AMD64.digest})
+    with Stubber(client) as stub:
+        stub.add_response("batch_get_image", {"images": [image_entry(AMD64)], "failures": []})
+        if corrupt:
+            stub.add_response(
+                "get_download_url_for_layer",
+                {"downloadUrl": blobs.url(config.digest), "layerDigest": config.digest},
+                {"repositoryName": "hello", "layerDigest": config.digest},
+            )
+        else:
+            stub.add_client_error(
+                "get_download_url_for_layer",
+                service_error_code="LayersNotFoundException",
+                expected_params={"repositoryName": "hello", "layerDigest": config.digest},
+            )
+        calls = count_calls(client)
+        with pytest.raises(RegistryUnavailable if corrupt else ImageNotFound, match=config.digest):
+            stitch(request, EcrRegistry("hello", client=client))
+        stub.assert_no_pending_responses()
+    assert "PutImage" not in calls
