@@ -226,26 +226,7 @@ class EcrRegistry:
                 acceptedMediaTypes=list(MANIFEST_MEDIA_TYPES),
                 **self._registry_kw(),
             )
-            for image in response.get("images", []):
-                if self._registry_id is None and image.get("registryId"):
-                    self._registry_id = image["registryId"]
-                image_id = image.get("imageId", {})
-                # ECR echoes the tag for ids asked by tag; digest ids match by digest.
-                if "imageTag" in image_id and ("tag", image_id["imageTag"]) in seen:
-                    found[("tag", image_id["imageTag"])] = image
-                if "imageDigest" in image_id and ("digest", image_id["imageDigest"]) in seen:
-                    found[("digest", image_id["imageDigest"])] = image
-            for failure in response.get("failures", []):
-                failed_id = failure.get("imageId", {})
-                key = (
-                    ("digest", failed_id["imageDigest"])
-                    if "imageDigest" in failed_id
-                    else ("tag", failed_id.get("imageTag", "?"))
-                )
-                failures[key] = (
-                    failure.get("failureCode", "Unknown"),
-                    failure.get("failureReason", ""),
-                )
+            self._take(response, seen, found, failures)
         for image_id in wanted:
             key = _key(image_id)
             if key not in found and key not in failures:
@@ -403,6 +384,34 @@ class EcrRegistry:
         return ImageNotFound(
             f"{len(failures)} of {asked} images not found in {where}: " + "; ".join(parts)
         )
+
+    def _take(
+        self,
+        response: Any,
+        asked: set[tuple[str, str]],
+        found: dict[tuple[str, str], Any],
+        failures: dict[tuple[str, str], tuple[str, str]],
+    ) -> None:
+        """Sort one BatchGetImage answer into images found and failures, keyed as asked."""
+        for image in response.get("images", []):
+            if self._registry_id is None and image.get("registryId"):
+                self._registry_id = image["registryId"]
+            image_id = image.get("imageId", {})
+            # ECR echoes the tag for ids asked by tag; digest ids match by digest.
+            if "imageTag" in image_id and ("tag", image_id["imageTag"]) in asked:
+                found[("tag", image_id["imageTag"])] = image
+            if "imageDigest" in image_id and ("digest", image_id["imageDigest"]) in asked:
+                found[("digest", image_id["imageDigest"])] = image
+        for failure in response.get("failures", []):
+            failed_id = failure.get("imageId", {})
+            # Match the id as it was asked (ECR may add the other half of it).
+            key = ("tag", failed_id.get("imageTag", "?"))
+            if key not in asked and "imageDigest" in failed_id:
+                key = ("digest", failed_id["imageDigest"])
+            failures[key] = (
+                failure.get("failureCode", "Unknown"),
+                failure.get("failureReason", ""),
+            )
 
     def _fetched(self, ref: ImageRef, image: Any) -> FetchedManifest:
         body = str(image["imageManifest"]).encode("utf-8")
