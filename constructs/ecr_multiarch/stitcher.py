@@ -232,6 +232,13 @@ class ManifestStitcher(Construct):
         if not Token.is_unresolved(region) and region.startswith("cn-"):
             # The China partition has its own publishing account.
             account = "498634801083"
+        elif not Token.is_unresolved(region) and region.startswith("us-gov-"):
+            cdk.Annotations.of(self).add_warning_v2(
+                "ecr-multiarch:powertools-layer-govcloud",
+                f"The public Powertools layer is published from another account in {region};"
+                " pass powertools_layer=LayerVersion.from_layer_version_arn(...) with the ARN"
+                " the Powertools documentation gives for AWS GovCloud.",
+            )
         arn = (
             f"arn:{partition}:lambda:{region}:{account}:layer:"
             f"AWSLambdaPowertoolsPythonV3-python313-arm64:{version}"

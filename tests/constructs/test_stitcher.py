@@ -10,7 +10,7 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_stepfunctions as sfn
-from aws_cdk.assertions import Match, Template
+from aws_cdk.assertions import Annotations, Match, Template
 from cdk_nag import AwsSolutionsChecks
 
 from ecr_multiarch.build import PlatformBuild
@@ -89,6 +89,21 @@ def test_layer_follows_an_environment_agnostic_stack() -> None:
     arn = stack.resolve(stitcher.powertools_layer.layer_version_arn)
     assert {"Ref": "AWS::Region"} in arn["Fn::Join"][1]
     assert arn["Fn::Join"][1][-1].endswith("python313-arm64:40")
+
+
+def test_china_regions_use_the_china_publishing_account() -> None:
+    stack = cdk.Stack(cdk.App(), "China", env=cdk.Environment(region="cn-north-1"))
+    stitcher = ManifestStitcher(stack, "Stitcher")
+    arn = stack.resolve(stitcher.powertools_layer.layer_version_arn)
+    assert ":lambda:cn-north-1:498634801083:layer:" in arn["Fn::Join"][1][2]
+
+
+def test_govcloud_warns_that_the_layer_must_be_given() -> None:
+    stack = cdk.Stack(cdk.App(), "Gov", env=cdk.Environment(region="us-gov-west-1"))
+    ManifestStitcher(stack, "Stitcher")
+    Annotations.from_stack(stack).has_warning(
+        "/Gov/Stitcher", Match.string_like_regexp("published from another account in us-gov-west-1")
+    )
 
 
 def test_powertools_environment_and_tracing(synth: dict) -> None:
