@@ -62,8 +62,10 @@ def tags():
     commit = env.get("COMMIT_SHA", "").strip() or resolved
     if not commit:
         fail("no commit to build: COMMIT_SHA is empty and CodeBuild resolved no source version")
-    if SHA.match(commit) and SHA.match(resolved):
-        if not resolved.lower().startswith(commit.lower()):
+    if SHA.match(resolved):
+        # A git source: tag with the commit CodeBuild checked out (a ref such as a branch
+        # name resolves to it), and refuse a checkout that is not the commit asked for.
+        if SHA.match(commit) and not resolved.lower().startswith(commit.lower()):
             fail("checked out %s but COMMIT_SHA is %s" % (resolved, commit))
         commit = resolved
     commit = commit.lower() if SHA.match(commit) else commit

@@ -372,6 +372,12 @@ def test_bad_git_tag_fails_before_anything_is_pushed(
         ),
         ({"COMMIT_SHA": "3F2A1BC"}, ["3f2a1bc", "stable"], "3f2a1bc-amd64"),
         ({"COMMIT_SHA": ""}, ["3f2a1bc", "stable"], "3f2a1bc-amd64"),
+        ({"COMMIT_SHA": "main"}, ["3f2a1bc", "stable"], "3f2a1bc-amd64"),
+        (  # an S3 source: CodeBuild resolves an object version, the commit comes from the input
+            {"CODEBUILD_RESOLVED_SOURCE_VERSION": "Wz8mG.9Kq_x3HL4kqtJlcpXroDTDmJ"},
+            ["3f2a1bc", "stable"],
+            "3f2a1bc-amd64",
+        ),
     ],
 )
 def test_image_tags_are_computed_from_commit_branch_and_git_tag(
