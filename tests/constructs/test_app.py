@@ -1,0 +1,255 @@
+"""The sample app: cdk-nag clean, cfn-lint clean, stable logical ids, ready outputs, `cdk synth`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_s3 as s3
+
+from . import local_sfn
+from .asl import state_machine_definitions
+from .lint import cfn_lint
+
+ROOT = Path(__file__).resolve().parents[2]
+SNAPSHOT = Path(__file__).with_name("snapshots") / "sample_app.json"
+CONNECTION_CONTEXT = {
+    "connectionArn": (
+        "arn:aws:codeconnections:eu-west-1:123456789012:connection/"
+        "0a1b2c3d-aaaa-bbbb-cccc-0123456789ab"
+    ),
+    "repositoryOwner": "octo",
+    "repositoryName": "ecr-multiarch",
+    "platforms": "linux/amd64,linux/arm64,linux/arm/v7",
+}
+
+
+def _load_sample_app() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("sample_app", ROOT / "app.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+sample_app = _load_sample_app()
+
+
+@dataclass
+class Synthesized:
+    """A synthesized sample app."""
+
+    app: cdk.App
+    outdir: Path
+    template: dict[str, Any]
+
+    @property
+    def template_file(self) -> Path:
+        """The stack's template in the cloud assembly."""
+        return self.outdir / f"{sample_app.STACK_ID}.template.json"
+
+
+def _synth(outdir: Path, context: dict[str, Any] | None = None) -> Synthesized:
+    app = sample_app.create_app(outdir=str(outdir), context=context or {})
+    # Synthesis runs the AwsSolutions checks and raises on any unacknowledged finding.
+    assembly = app.synth()
+    template = assembly.get_stack_by_name(sample_app.STACK_ID).template
+    return Synthesized(app, outdir, template)
+
+
+@pytest.fixture(scope="module")
+def default_app(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """GIVEN the sample app as `cdk synth` runs it (CodeCommit source)."""
+    return _synth(tmp_path_factory.mktemp("app-default"))
+
+
+@pytest.fixture(scope="module")
+def connection_app(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """GIVEN the sample app with a CodeConnections source and an emulated platform."""
+    return _synth(tmp_path_factory.mktemp("app-connection"), CONNECTION_CONTEXT)
+
+
+def _violations(outdir: Path) -> list[str]:
+    report_file = outdir / "validation-report.json"
+    if not report_file.exists():
+        return []
+    report = json.loads(report_file.read_text())
+    return [
+        f"{violation['ruleName']} at {[c['constructPath'] for c in violation['violatingConstructs']]}"  # noqa: E501
+        for plugin in report.get("pluginReports", [])
+        for violation in plugin.get("violations", [])
+    ]
+
+
+def _acknowledgments(app: cdk.App) -> dict[str, str]:
+    key = cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY
+    found: dict[str, str] = {}
+    for construct in app.node.find_all():
+        for entry in construct.node.metadata:
+            if entry.type == key:
+                for rule, reason in entry.data.items():
+                    found[f"{construct.node.path} {rule}"] = reason
+    return found
+
+
+# ---------------------------------------------------------------------- cdk-nag
+
+
+@pytest.mark.parametrize("variant", ["default_app", "connection_app"])
+def test_no_unacknowledged_aws_solutions_finding(
+    variant: str, request: pytest.FixtureRequest
+) -> None:
+    synthesized: Synthesized = request.getfixturevalue(variant)
+    assert _violations(synthesized.outdir) == []
+
+
+def test_aws_solutions_checks_are_applied(tmp_path: Path) -> None:
+    # Control: a finding nobody acknowledged must fail the synthesis of the sample app.
+    app = sample_app.create_app(outdir=str(tmp_path))
+    stack = app.node.find_child(sample_app.STACK_ID)
+    s3.Bucket(stack, "Unacknowledged")
+    with pytest.raises(RuntimeError, match=r"(?s)ValidationFailed: .*AwsSolutions-S1"):
+        app.synth()
+    assert any("AwsSolutions-S1" in v and "Unacknowledged" in v for v in _violations(tmp_path))
+
+
+@pytest.mark.parametrize("variant", ["default_app", "connection_app"])
+def test_every_acknowledgment_has_a_specific_reason(
+    variant: str, request: pytest.FixtureRequest
+) -> None:
+    acknowledgments = _acknowledgments(request.getfixturevalue(variant).app)
+    assert acknowledgments, "expected the constructs to acknowledge their inherent findings"
+    for where, reason in acknowledgments.items():
+        assert len(reason) >= 60, f"{where}: reason too short to be specific: {reason!r}"
+        assert not reason.lower().startswith(("n/a", "todo", "suppress", "ok")), where
+    # One reason per kind of finding, not one blanket text pasted everywhere.
+    rules = {where.split(" ", 1)[1].split("[")[0] for where in acknowledgments}
+    assert len(set(acknowledgments.values())) >= len(rules)
+
+
+# ---------------------------------------------------------------------- linters
+
+
+@pytest.mark.parametrize("variant", ["default_app", "connection_app"])
+def test_template_passes_cfn_lint(variant: str, request: pytest.FixtureRequest) -> None:
+    result = cfn_lint(request.getfixturevalue(variant).template_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("variant", ["default_app", "connection_app"])
+def test_state_machine_passes_asl_validator(
+    variant: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    definitions = state_machine_definitions(request.getfixturevalue(variant).template)
+    assert len(definitions) == 1
+    for logical_id, definition in definitions.items():
+        result = local_sfn.validate(definition, tmp_path / logical_id)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------ app content
+
+
+def test_default_app_builds_pushes_to_its_codecommit_repository(default_app: Synthesized) -> None:
+    resources = default_app.template["Resources"]
+    (repository,) = [r for r in resources.values() if r["Type"] == "AWS::CodeCommit::Repository"]
+    assert repository["Properties"]["RepositoryName"] == "hello"
+    # The repository starts with the hello service as its first commit.
+    assert repository["Properties"]["Code"]["BranchName"] == "main"
+    rules = [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
+    assert {r["Properties"]["EventPattern"]["source"][0] for r in rules} == {"aws.codecommit"}
+
+
+def test_connection_app_uses_the_connection_and_the_emulated_platform(
+    connection_app: Synthesized,
+) -> None:
+    resources = connection_app.template["Resources"]
+    types = [r["Type"] for r in resources.values()]
+    assert "AWS::CodeCommit::Repository" not in types
+    assert types.count("AWS::CodePipeline::Pipeline") == 1
+    projects = [
+        r["Properties"] for r in resources.values() if r["Type"] == "AWS::CodeBuild::Project"
+    ]
+    assert len(projects) == 3
+    for project in projects:
+        assert project["Source"]["Location"] == "https://github.com/octo/ecr-multiarch.git"
+    (definition,) = state_machine_definitions(connection_app.template).values()
+    branches = definition["States"]["BuildPlatforms"]["Branches"]
+    assert [b["StartAt"] for b in branches] == ["Build amd64", "Build arm64", "Build arm-v7"]
+
+
+def test_outputs_give_uri_arn_and_a_ready_start_command(default_app: Synthesized) -> None:
+    outputs = default_app.template["Outputs"]
+    assert {"RepositoryUri", "StateMachineArn", "StartExecutionCommand", "CloneUrl"} <= set(outputs)
+    (state_machine,) = [
+        logical_id
+        for logical_id, resource in default_app.template["Resources"].items()
+        if resource["Type"] == "AWS::StepFunctions::StateMachine"
+    ]
+    assert outputs["StateMachineArn"]["Value"] == {"Ref": state_machine}
+    command = outputs["StartExecutionCommand"]["Value"]["Fn::Join"][1]
+    assert command[0] == "aws stepfunctions start-execution --state-machine-arn "
+    assert command[1] == {"Ref": state_machine}
+    # The --input is valid JSON once the shell substitutes the commit.
+    shell_input = command[2].split("--input ", 1)[1]
+    rendered = shell_input.strip('"').replace('\\"', '"').replace("$(git rev-parse HEAD)", "abc")
+    assert json.loads(rendered) == {"commit": "abc", "branch": "main"}
+
+
+# --------------------------------------------------------------------- snapshot
+
+
+def _shape(template: dict[str, Any]) -> dict[str, Any]:
+    # CDKMetadata (version reporting) appears only when the CDK CLI runs the app.
+    return {
+        "resources": {
+            lid: r["Type"]
+            for lid, r in sorted(template["Resources"].items())
+            if r["Type"] != "AWS::CDK::Metadata"
+        },
+        "outputs": sorted(template.get("Outputs", {})),
+    }
+
+
+def test_logical_ids_match_the_snapshot(default_app: Synthesized) -> None:
+    # Logical ids are public API: a change replaces deployed resources. Review the diff,
+    # then accept it with `UPDATE_SNAPSHOTS=1 make test`.
+    shape = _shape(default_app.template)
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
+        SNAPSHOT.parent.mkdir(exist_ok=True)
+        SNAPSHOT.write_text(json.dumps(shape, indent=2) + "\n")
+    assert shape == json.loads(SNAPSHOT.read_text())
+
+
+# ------------------------------------------------------------------ `cdk synth`
+
+
+def test_cdk_synth_runs_the_app_from_cdk_json(tmp_path: Path) -> None:
+    # `make synth` = `cdk synth --quiet` with cdk.json's app command, offline.
+    env = local_sfn.node_env()
+    env["PATH"] = f"{ROOT / '.venv' / 'bin'}{os.pathsep}{env['PATH']}"
+    env |= {
+        "CDK_DISABLE_CLI_TELEMETRY": "true",
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+    }
+    result = subprocess.run(
+        [str(local_sfn.NODE_BIN / "cdk"), "synth", "--quiet", "--output", str(tmp_path / "out")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    template = json.loads((tmp_path / "out" / f"{sample_app.STACK_ID}.template.json").read_text())
+    assert _shape(template) == json.loads(SNAPSHOT.read_text())
