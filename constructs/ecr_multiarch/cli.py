@@ -334,6 +334,8 @@ def _stitch(args: argparse.Namespace) -> StitchResult:
                 "--event carries the whole request; leave out TARGET, --image, --tag, "
                 "--annotation and --drop-attestations"
             )
+        if args.event == "-" and args.password_stdin:
+            raise _UsageError("--event - and --password-stdin cannot both read stdin")
         request = parse_request(_read_event(args.event))
         if args.registry:
             host = args.registry
