@@ -370,12 +370,14 @@ class MultiArchImagePipeline(Construct):
 
     def _build_branch(self, platform: Platform) -> sfn.IChainable:
         exported = "$.Build.ExportedEnvironmentVariables[?(@.Name == '{}')].Value"
-        task = self.builds[platform.slug].task(
+        return self.builds[platform.slug].task(
             self,
             f"Build {platform.slug}",
             commit="$.commit",
             branch="$.branch",
             git_tag="$.gitTag",
+            # S3 archives check out an object version, which is not the commit.
+            source_version=self.source.source_version_path,
             comment=f"Builds and pushes the {platform.name} image",
             # A JSONPath filter picks each exported variable by name; it yields a
             # one-element list, which BuildPlatforms' result selector unwraps.
@@ -386,11 +388,6 @@ class MultiArchImagePipeline(Construct):
                 "commit": sfn.JsonPath.list_at(exported.format("SOURCE_COMMIT")),
             },
         )
-        if self.source.source_version_path != "$.commit":
-            # The checked-out revision is not the commit (an S3 object version):
-            # PlatformBuild.task renders this attribute as the build's SourceVersion.
-            task.source_version = self.source.source_version_path  # type: ignore[attr-defined]
-        return task
 
     def _annotations(self) -> dict[str, Any]:
         annotations: dict[str, Any] = {
