@@ -404,6 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A terminal's Ctrl-C and a `kill` both unwind through the finally blocks, which stop
     # the registry, the Lambda worker and the runner.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Also when started from a shell that ignores SIGINT for background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return run_demo(args)
     except KeyboardInterrupt:
