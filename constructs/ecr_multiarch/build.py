@@ -175,8 +175,9 @@ class PlatformBuild(Construct):
 
         :param repository: the ECR repository images and the build cache are pushed to.
         :param platform: the platform to build (e.g. ``Platform.LINUX_ARM64``).
-        :param source: where the code comes from. Default: none attached; each StartBuild
-            must then bring its own source (``sourceTypeOverride``), or the buildspec fetches it.
+        :param source: where the code comes from (CodeCommit, S3, a CodeConnections
+            repository...). Default: no source; builds start in an empty directory, which only
+            suits a replacement ``buildspec`` that fetches the code itself.
         :param dockerfile: path of the Dockerfile, relative to ``context``. Default: ``Dockerfile``.
         :param context: build context directory, relative to the source root. Default: ``.``.
         :param target: Dockerfile stage to build. Default: the last stage.
@@ -189,7 +190,7 @@ class PlatformBuild(Construct):
             emulated).
         :param build_image: Default: the CodeBuild Amazon Linux standard image of the host
             (x86_64 standard 5.0 or aarch64 standard 3.0).
-        :param commit_length: characters of the commit in tags (1-64). Default: 7.
+        :param commit_length: characters of the commit in tags (7-64). Default: 7.
         :param default_branch: builds of this branch also tag ``latest``. Default: ``main``.
         :param extra_tags: more tags for every stitched index. Default: none.
         :param provenance: push buildx provenance attestations (the stitcher keeps them).
