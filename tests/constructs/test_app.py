@@ -253,3 +253,26 @@ def test_cdk_synth_runs_the_app_from_cdk_json(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     template = json.loads((tmp_path / "out" / f"{sample_app.STACK_ID}.template.json").read_text())
     assert _shape(template) == json.loads(SNAPSHOT.read_text())
+
+
+# ----------------------------------------------------------- architecture page
+
+
+def test_architecture_picture_is_generated_from_the_current_template(
+    default_app: Synthesized,
+) -> None:
+    spec = importlib.util.spec_from_file_location("architecture", ROOT / "docs" / "architecture.py")
+    assert spec is not None
+    assert spec.loader is not None
+    architecture = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(architecture)
+    page = architecture.render(default_app.template)
+    # The picture shows what was synthesized, not a drawing.
+    for logical_id, resource in default_app.template["Resources"].items():
+        if resource["Type"] in architecture.SHOWN:
+            assert f"  {logical_id}[" in page
+    assert '"Build amd64<br/><i>Task codebuild:startBuild.sync</i>"' in page
+    committed = (ROOT / "docs" / "architecture.md").read_text()
+    assert committed == page, (
+        "docs/architecture.md is stale: run .venv/bin/python docs/architecture.py"
+    )
