@@ -19,6 +19,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 
 from constructs import Construct
+from manifest_stitcher import errors as stitch_errors
 
 from .build import PlatformBuild
 from .platform import Platform
@@ -26,12 +27,25 @@ from .repository import CACHE_TAG_PREFIX, MultiArchRepository
 from .source import Source, SourceTrigger
 from .stitcher import ManifestStitcher
 
-__all__ = ["EVENT_DETAIL_TYPE", "EVENT_SOURCE", "MultiArchImagePipeline"]
+__all__ = ["EVENT_DETAIL_TYPE", "EVENT_SOURCE", "STITCH_ERRORS", "MultiArchImagePipeline"]
 
 EVENT_SOURCE = "ecr-multiarch"
 """The ``source`` of the EventBridge event published for every new image."""
 EVENT_DETAIL_TYPE = "Multi-architecture image published"
 """The ``detail-type`` of the EventBridge event published for every new image."""
+
+STITCH_ERRORS: tuple[str, ...] = tuple(
+    error.__name__
+    for error in (
+        stitch_errors.InvalidStitchRequest,
+        stitch_errors.ImageNotFound,
+        stitch_errors.PlatformConflict,
+        stitch_errors.UnsupportedMediaType,
+        stitch_errors.TagImmutable,
+        stitch_errors.RegistryUnavailable,
+    )
+)
+"""The stitcher's error names (Step Functions error = exception class name), caught by name."""
 
 MIN_COMMIT_LENGTH = 7
 MAX_COMMIT_LENGTH = 64  # a SHA-256 object name
@@ -351,7 +365,12 @@ class MultiArchImagePipeline(Construct):
                 result=sfn.Result.from_string(state.state_id),
                 result_path="$.failedState",
             )
-            state.add_catch(caught.next(notify), errors=[sfn.Errors.ALL], result_path="$.failure")
+            caught.next(notify)
+            if state is stitch:
+                # The stitcher's own errors first, by name (what the stitch contract
+                # promises), then anything else (the function crashed, timed out, ...).
+                state.add_catch(caught, errors=list(STITCH_ERRORS), result_path="$.failure")
+            state.add_catch(caught, errors=[sfn.Errors.ALL], result_path="$.failure")
 
         check_input.when(self._input_is_valid(), apply_defaults)
         check_input.otherwise(invalid_input.next(notify))

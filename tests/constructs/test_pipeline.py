@@ -207,10 +207,17 @@ def test_stitch_retries_registry_and_lambda_service_errors(synth: Synth) -> None
     assert not retried & {"InvalidStitchRequest", "ImageNotFound", "PlatformConflict"}
 
 
+def test_stitch_errors_are_caught_by_name_before_anything_else(synth: Synth) -> None:
+    named, anything = _states(synth, synth.hello)["Stitch"]["Catch"]
+    assert named["ErrorEquals"] == list(STITCH_ERRORS)
+    assert anything["ErrorEquals"] == ["States.ALL"]
+    assert named["Next"] == anything["Next"] == "StitchFailed"
+
+
 @pytest.mark.parametrize("state", ["BuildPlatforms", "Stitch", "PublishImageEvent"])
 def test_every_failure_is_caught_and_notified(synth: Synth, state: str) -> None:
     states = _states(synth, synth.hello)
-    (catch,) = states[state]["Catch"]
+    catch = states[state]["Catch"][-1]
     assert catch["ErrorEquals"] == ["States.ALL"]
     assert catch["ResultPath"] == "$.failure"
     recorder = states[catch["Next"]]
