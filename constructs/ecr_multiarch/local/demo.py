@@ -333,7 +333,7 @@ class Demo:
         _print(f"workflow     {workflow.name}: {len(workflow.states())} states")
         _print(f"platforms    {', '.join(platforms)}")
         _print(f"commit       {self.commit} on {args.branch}\n")
-        with self.timings.step("start local services + Lambda"):
+        with self.timings.step("start services, Lambda, runner"):
             self.run = LocalWorkflowRun(workflow, self.registry, workdir=self.workdir / "run")
             self.run.warm_up()
         return self.run

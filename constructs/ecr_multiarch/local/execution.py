@@ -291,6 +291,9 @@ class LocalWorkflowRun:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         self._process: subprocess.Popen[bytes] | None = None
+        self._standby: tuple[subprocess.Popen[bytes], Path] | None = None
+        self._prestart = False
+        self._runners = 0
         self._count = 0
 
     @property
@@ -299,10 +302,41 @@ class LocalWorkflowRun:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}/task"
 
-    def warm_up(self) -> None:
-        """Start every function of the template now, so its cold start overlaps other work."""
-        for spec in self.workflow.functions.values():
-            self.function(spec.arn)
+    def warm_up(self, *, wait: bool = True) -> None:
+        """Start every function of the template and the next execution's runner now (as
+        Lambda and Step Functions are up before a run); ``wait`` until both are ready."""
+        self._prestart = True
+        if self._standby is None:
+            self._standby = self._spawn_runner()
+        functions = [self.function(spec.arn) for spec in self.workflow.functions.values()]
+        if wait:
+            for function in functions:
+                function.wait_ready()
+            process, log_path = self._standby
+            assert process.stdout is not None
+            ready = process.stdout.readline()
+            if b"RunnerReady" not in ready:
+                log = log_path.read_text(errors="replace")
+                raise RuntimeError(f"the local Step Functions runner did not start:\n{log[-3000:]}")
+
+    def _spawn_runner(self) -> tuple[subprocess.Popen[bytes], Path]:
+        """A Node runner with the definition loaded, waiting for its run's configuration."""
+        self._runners += 1
+        definition = self.workdir / "definition.json"
+        if not definition.exists():
+            definition.write_text(json.dumps(self.workflow.definition, indent=2))
+        tools = tool_environment(self.project_dir)
+        tools["NODE_PATH"] = str(self.project_dir / "node_modules")
+        log_path = self.workdir / f"runner-{self._runners:03d}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(  # noqa: S603 - the project's own Node and runner
+                [str(node_bin(self.project_dir) / "node"), str(RUNNER), str(definition)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env=tools,
+            )
+        return process, log_path
 
     def function(self, name: str) -> LocalFunction:
         """The warm local environment of the template's function ``name`` (started on first use)."""
@@ -353,7 +387,6 @@ class LocalWorkflowRun:
         )
         started_at = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
         config = {
-            "definition": self.workflow.definition,
             "input": dict(execution_input),
             "servicesUrl": self.services_url,
             "retryIntervalOverrides": self.retry_overrides(),
@@ -368,37 +401,41 @@ class LocalWorkflowRun:
                 "StateMachine": {"Id": self.workflow.arn, "Name": self.workflow.name},
             },
         }
-        config_path = directory / "runner-config.json"
-        config_path.write_text(json.dumps(config))
-        tools = tool_environment(self.project_dir)
-        tools["NODE_PATH"] = str(self.project_dir / "node_modules")
+        (directory / "run-config.json").write_text(json.dumps(config, indent=2))
+        process, log_path = self._standby or self._spawn_runner()
+        self._standby = None
+        self._process = process
         started = time.perf_counter()
         events: list[dict[str, Any]] = []
         result: dict[str, Any] = {}
-        with (directory / "runner.log").open("wb") as stderr:
-            self._process = subprocess.Popen(  # noqa: S603 - the project's own Node and runner
-                [str(node_bin(self.project_dir) / "node"), str(RUNNER), str(config_path)],
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                env=tools,
-            )
-            try:
-                for line in self._lines(timeout):
-                    record = json.loads(line)
-                    if record.get("type") == "RunnerResult":
-                        result = record
-                        continue
-                    events.append(record)
-                    if on_event is not None:
-                        on_event(record)
-                self._process.wait(timeout=10)
-            finally:
-                if self._process.poll() is None:
-                    self._process.kill()
-                    self._process.wait()
+        try:
+            assert process.stdin is not None
+            process.stdin.write(json.dumps(config).encode() + b"\n")
+            process.stdin.close()
+            for line in self._lines(timeout):
+                record = json.loads(line)
+                if record.get("type") == "RunnerReady":
+                    continue
+                if record.get("type") == "RunnerResult":
+                    result = record
+                    continue
+                events.append(record)
+                if on_event is not None:
+                    on_event(record)
+            process.wait(timeout=10)
+        except BrokenPipeError:
+            pass  # the runner died before reading its configuration; its log says why
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            self._process = None
         seconds = time.perf_counter() - started
+        if self._prestart:
+            # The next execution's runner loads while this one's report is read.
+            self._standby = self._spawn_runner()
         if not result:
-            log = (directory / "runner.log").read_text(errors="replace")
+            log = log_path.read_text(errors="replace")
             raise RuntimeError(f"the local Step Functions runner failed:\n{log[-3000:]}")
         published = json.loads((directory / "published.json").read_text())
         (directory / "events.json").write_text(json.dumps(events, indent=2, default=str))
@@ -435,9 +472,11 @@ class LocalWorkflowRun:
 
     def close(self) -> None:
         """Stop the runner, the functions and the services; remove the work directory."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
+        for process in (self._process, self._standby[0] if self._standby else None):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+        self._standby = None
         for function in self._functions.values():
             function.close()
         self._functions.clear()

@@ -1,7 +1,11 @@
 // Runs one execution of a state machine definition with aws-local-stepfunctions.
 //
-// Usage: node runner.js CONFIG.json
-// CONFIG: {definition, input, context, servicesUrl, retryIntervalOverrides}
+// Usage: node runner.js DEFINITION.json, then one line of JSON on stdin:
+// {input, context, servicesUrl, retryIntervalOverrides}
+//
+// The definition is loaded and validated before the run's line arrives (a
+// {"type": "RunnerReady"} line says so), so a runner can be started ahead of
+// its execution, the way the Step Functions service is up before a StartExecution.
 //
 // Every Task state is overridden with a handler that POSTs {state, resource, input}
 // to the local services (servicesUrl), which run the CodeBuild / Lambda / SNS /
@@ -42,17 +46,38 @@ async function callService(url, state, resource, input) {
   return body.result;
 }
 
+function readLine(stream) {
+  return new Promise((resolve, reject) => {
+    let buffered = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk) => {
+      buffered += chunk;
+      const end = buffered.indexOf('\n');
+      if (end >= 0) {
+        // Nothing more is read; an open stdin would keep the process alive after the run.
+        stream.removeAllListeners();
+        stream.destroy();
+        resolve(buffered.slice(0, end));
+      }
+    });
+    stream.on('end', () => reject(new Error('stdin closed before the run configuration')));
+  });
+}
+
 async function main() {
-  const config = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
+  const definition = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
+  let config = null;
   const handlers = {};
-  for (const [name, state] of collectTaskStates(config.definition.States, [])) {
+  for (const [name, state] of collectTaskStates(definition.States, [])) {
     handlers[name] = (input) => callService(config.servicesUrl, name, state.Resource, input);
   }
-  const machine = new StateMachine(config.definition, {
+  const machine = new StateMachine(definition, {
     // Service-integration ARNs (arn:aws:states:::codebuild:startBuild.sync, ...) are valid in
     // AWS but not Lambda ARNs, which is all this validator's ARN check accepts.
     validationOptions: { checkArn: false },
   });
+  write({ type: 'RunnerReady' });
+  config = JSON.parse(await readLine(process.stdin));
   const execution = machine.run(config.input, {
     overrides: {
       taskResourceLocalHandlers: handlers,
