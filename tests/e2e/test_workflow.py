@@ -16,6 +16,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from ecr_multiarch.local.execution import ExecutionReport, Faults, LocalWorkflowRun
@@ -285,3 +286,10 @@ def test_the_emulated_arm_v7_option_adds_a_branch_and_a_platform(
     assert sorted(platforms_of(index)) == ["linux/amd64", "linux/arm/v7", "linux/arm64"]
     (event,) = report.events_published[0]["entries"]
     assert "linux/arm/v7" in event["Detail"]["platforms"]
+
+
+def test_faults_for_a_platform_the_workflow_does_not_build_are_refused(
+    local_run: LocalWorkflowRun, commit: str
+) -> None:
+    with pytest.raises(ValueError, match=r"\['linux/s390x'\] that this workflow does not build"):
+        local_run.execute(start(commit), faults=Faults(fail_builds={"linux/s390x": "boom"}))

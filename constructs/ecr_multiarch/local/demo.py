@@ -248,7 +248,7 @@ def print_timings(timings: Timings, report: ExecutionReport | None) -> None:
     """How long each step and each state took."""
     _print("\nTimings")
     for name, seconds in timings.steps:
-        _print(f"  {name:<34} {seconds:6.2f}s")
+        _print(f"  {name:<38} {seconds:6.2f}s")
     if report is not None:
         # Each state once, in the order it was first entered.
         for state in dict.fromkeys(report.entered()):
@@ -256,7 +256,14 @@ def print_timings(timings: Timings, report: ExecutionReport | None) -> None:
             if spans:
                 total = sum(end - start for start, end in spans) / 1000
                 runs = f" ({len(spans)} attempts)" if len(spans) > 1 else ""
-                _print(f"    state {state:<26} {total:6.2f}s{runs}")
+                _print(f"    state {state:<30} {total:6.2f}s{runs}")
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. branch=main")
+    return key, value
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -275,7 +282,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(e.g. linux/amd64,linux/arm64,linux/arm/v7; default: the app's own)",
     )
     parser.add_argument(
-        "--context", action="append", default=[], metavar="KEY=VALUE", help="more CDK context"
+        "--context",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="KEY=VALUE",
+        help="more CDK context",
     )
     parser.add_argument(
         "--cdk-out",
@@ -316,7 +328,7 @@ class Demo:
     def prepare(self) -> LocalWorkflowRun:
         """Start the registry, synthesize the app, load its workflow, start the services."""
         args = self.args
-        context = dict(item.split("=", 1) for item in args.context)
+        context = dict(args.context)
         if args.platforms:
             context["platforms"] = args.platforms
         with self.timings.step("start registry (CNCF distribution)"):
@@ -343,12 +355,23 @@ class Demo:
         assert self.run is not None, "prepare() first"
         args = self.args
         faults = Faults(fail_builds={args.fail_build: "injected by --fail-build"})
+        if args.fail_build and args.fail_build not in {
+            p.target_platform for p in self.run.workflow.projects.values()
+        }:
+            raise DemoFailed(f"--fail-build {args.fail_build}: the workflow does not build it")
         with self.timings.step(WORKFLOW_STEP):
             self.report = self.run.execute(
                 {"commit": self.commit, "branch": args.branch, "gitTag": args.git_tag},
                 faults=faults if args.fail_build else None,
                 on_event=event_printer(time.time()),
             )
+        for published in self.report.events_published:
+            for entry in published["entries"]:
+                _print(
+                    f"\nevent        {entry.get('DetailType')} ({entry.get('Source')}) → "
+                    f"{str(entry.get('EventBusName', 'default')).rsplit('/', 1)[-1]} bus, "
+                    "recorded by the local EventBridge stand-in"
+                )
         if not self.report.succeeded:
             print_failure(self.report)
             raise DemoFailed(f"the workflow failed: {self.report.error}")
@@ -390,11 +413,14 @@ def run_demo(args: argparse.Namespace) -> int:
             demo.close()
     print_timings(demo.timings, demo.report)
     workflow_seconds = demo.timings.get(WORKFLOW_STEP)
-    verdict = "within" if workflow_seconds < WORKFLOW_BUDGET_SECONDS else "OVER"
-    _print(
-        f"\nworkflow part: {workflow_seconds:.2f}s ({verdict} the "
-        f"{WORKFLOW_BUDGET_SECONDS:.0f}s budget)"
-    )
+    everything = sum(seconds for _, seconds in demo.timings.steps)
+    _print("")
+    for label, seconds in (
+        ("workflow part", workflow_seconds),
+        ("all steps after set-up (synth included)", everything),
+    ):
+        verdict = "within" if seconds < WORKFLOW_BUDGET_SECONDS else "OVER"
+        _print(f"{label}: {seconds:.2f}s ({verdict} the {WORKFLOW_BUDGET_SECONDS:.0f}s budget)")
     return 0
 
 

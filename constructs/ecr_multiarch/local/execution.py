@@ -365,28 +365,24 @@ class LocalWorkflowRun:
             if state.get("Retry")
         }
 
-    def execute(
-        self,
-        execution_input: Mapping[str, Any],
-        *,
-        faults: Faults | None = None,
-        name: str | None = None,
-        on_event: Callable[[dict[str, Any]], None] | None = None,
-        timeout: float = 300.0,
-    ) -> ExecutionReport:
-        """Run one execution to its end and report it; ``on_event`` sees each event live."""
-        self._count += 1
-        name = name or f"local-{self._count:03d}-{uuid.uuid4().hex[:8]}"
-        directory = self.workdir / "executions" / name
-        directory.mkdir(parents=True)
-        self._services.begin(faults or Faults(), directory / "published.json")
+    def _check_faults(self, faults: Faults) -> None:
+        built = {p.target_platform for p in self.workflow.projects.values()}
+        unknown = sorted((set(faults.fail_builds) | set(faults.build_platform_as)) - built)
+        if unknown:
+            raise ValueError(
+                f"faults name platforms {unknown} that this workflow does not build; "
+                f"it builds {sorted(built)}"
+            )
+
+    def _run_config(self, execution_input: Mapping[str, Any], name: str) -> dict[str, Any]:
+        """What the runner needs for one execution: input, context object, services, retries."""
         env = self.workflow.resolver.env
         execution_arn = (
             f"arn:{env.partition}:states:{env.region}:{env.account}:execution:"
             f"{self.workflow.name}:{name}"
         )
         started_at = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
-        config = {
+        return {
             "input": dict(execution_input),
             "servicesUrl": self.services_url,
             "retryIntervalOverrides": self.retry_overrides(),
@@ -401,6 +397,25 @@ class LocalWorkflowRun:
                 "StateMachine": {"Id": self.workflow.arn, "Name": self.workflow.name},
             },
         }
+
+    def execute(
+        self,
+        execution_input: Mapping[str, Any],
+        *,
+        faults: Faults | None = None,
+        name: str | None = None,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        timeout: float = 300.0,
+    ) -> ExecutionReport:
+        """Run one execution to its end and report it; ``on_event`` sees each event live."""
+        faults = faults or Faults()
+        self._check_faults(faults)
+        self._count += 1
+        name = name or f"local-{self._count:03d}-{uuid.uuid4().hex[:8]}"
+        directory = self.workdir / "executions" / name
+        directory.mkdir(parents=True)
+        self._services.begin(faults, directory / "published.json")
+        config = self._run_config(execution_input, name)
         (directory / "run-config.json").write_text(json.dumps(config, indent=2))
         process, log_path = self._standby or self._spawn_runner()
         self._standby = None
