@@ -49,7 +49,8 @@ def test_a_failing_build_makes_the_demo_fail_with_the_notification(hello_app: Wo
 
     assert process.returncode == 1
     assert "✖ Build arm64" in output
-    assert "notification (NotifyFailure" in output
+    assert "notification NotifyFailure →" in output
+    assert re.search(r"failed state\s+BuildPlatforms", output)
     assert "ERROR: failed to solve: injected by --fail-build" in output
     assert "FAILED: the workflow failed: States.TaskFailed" in output
 
