@@ -130,7 +130,8 @@ class Source:
     """Whether pushing a git tag builds the tagged commit (CodeCommit only)."""
     _build_source: codebuild.ISource | None = field(default=None, repr=False)
     _repository: codecommit.IRepository | None = field(default=None, repr=False)
-    _connection: dict[str, str] = field(default_factory=dict, repr=False)
+    # A tuple of pairs, not a dict, so that a Source stays hashable like any value type.
+    _connection: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     _bucket: s3.IBucket | None = field(default=None, repr=False)
     _key: str | None = field(default=None, repr=False)
 
@@ -208,13 +209,15 @@ class Source:
             default_branch=branch,
             source_url=url,
             _build_source=_ConnectionBuildSource(normalized, owner, repo, connection_arn),
-            _connection={
-                "connection_arn": connection_arn,
-                "owner": owner,
-                "repo": repo,
-                "branch": branch,
-                "provider": normalized,
-            },
+            _connection=tuple(
+                {
+                    "connection_arn": connection_arn,
+                    "owner": owner,
+                    "repo": repo,
+                    "branch": branch,
+                    "provider": normalized,
+                }.items()
+            ),
         )
 
     @classmethod
@@ -342,7 +345,7 @@ class Source:
         return SourceTrigger(rules=tuple(rules))
 
     def _bind_connection(self, scope: Construct, state_machine: sfn.IStateMachine) -> SourceTrigger:
-        settings = self._connection
+        settings = dict(self._connection)
         checkout = cpactions.CodeStarConnectionsSourceAction(
             action_name="Checkout",
             connection_arn=settings["connection_arn"],
