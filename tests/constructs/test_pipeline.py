@@ -23,6 +23,7 @@ from ecr_multiarch import MultiArchImagePipeline, Platform, Source
 
 from . import local_sfn
 from .asl import all_states, resolve
+from .lint import cfn_lint
 
 DIGESTS = {
     "amd64": "sha256:" + "a" * 64,
@@ -50,6 +51,7 @@ class Synth:
     hello: MultiArchImagePipeline
     emulated: MultiArchImagePipeline
     byo: MultiArchImagePipeline
+    outdir: Path
 
     def logical_id(self, construct: Any) -> str:
         """The logical id of a construct's CloudFormation resource."""
@@ -65,7 +67,8 @@ class Synth:
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     """GIVEN a stack with a default pipeline, an emulated-platform one and a bring-your-own one."""
-    app = cdk.App(outdir=str(tmp_path_factory.mktemp("pipeline-cdk-out")))
+    outdir = tmp_path_factory.mktemp("pipeline-cdk-out")
+    app = cdk.App(outdir=str(outdir))
     stack = cdk.Stack(app, "PipelineTest")
     code = codecommit.Repository(stack, "Code", repository_name="hello")
     hello = MultiArchImagePipeline(stack, "Hello", source=Source.code_commit(code))
@@ -87,7 +90,7 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
         event_bus=events.EventBus(stack, "OwnBus"),
     )
     raw = app.synth().get_stack_by_name("PipelineTest").template
-    return Synth(stack, Template.from_stack(stack), raw, hello, emulated, byo)
+    return Synth(stack, Template.from_stack(stack), raw, hello, emulated, byo, outdir)
 
 
 def _states(synth: Synth, pipeline: MultiArchImagePipeline) -> dict[str, dict[str, Any]]:
@@ -360,6 +363,11 @@ def test_definitions_pass_asl_validator(synth: Synth, tmp_path: Path) -> None:
     for name, pipeline in (("hello", synth.hello), ("emulated", synth.emulated)):
         result = local_sfn.validate(synth.definition(pipeline), tmp_path / name)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_template_passes_cfn_lint(synth: Synth) -> None:
+    result = cfn_lint(synth.outdir / "PipelineTest.template.json")
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_manual_source_without_code_warns(tmp_path: Path) -> None:
