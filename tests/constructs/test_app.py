@@ -29,6 +29,7 @@ CONNECTION_CONTEXT = {
     "repositoryOwner": "octo",
     "repositoryName": "ecr-multiarch",
     "platforms": "linux/amd64,linux/arm64,linux/arm/v7",
+    "branch": "develop",
 }
 
 
@@ -185,6 +186,17 @@ def test_connection_app_uses_the_connection_and_the_emulated_platform(
     (definition,) = state_machine_definitions(connection_app.template).values()
     branches = definition["States"]["BuildPlatforms"]["Branches"]
     assert [b["StartAt"] for b in branches] == ["Build amd64", "Build arm64", "Build arm-v7"]
+
+
+def test_branch_context_reaches_trigger_defaults_and_command(connection_app: Synthesized) -> None:
+    resources = connection_app.template["Resources"].values()
+    (pipeline,) = [r for r in resources if r["Type"] == "AWS::CodePipeline::Pipeline"]
+    (trigger,) = pipeline["Properties"]["Triggers"]
+    assert trigger["GitConfiguration"]["Push"] == [{"Branches": {"Includes": ["develop"]}}]
+    (definition,) = state_machine_definitions(connection_app.template).values()
+    assert definition["States"]["ApplyDefaults"]["Parameters"]["defaults"]["branch"] == "develop"
+    command = connection_app.template["Outputs"]["StartExecutionCommand"]["Value"]["Fn::Join"][1]
+    assert command[-1].endswith('\\"branch\\":\\"develop\\"}"')
 
 
 def test_outputs_give_uri_arn_and_a_ready_start_command(default_app: Synthesized) -> None:
