@@ -581,3 +581,42 @@ def test_lazy_exports_resolve_and_unknown_names_fail() -> None:
     assert ecr_multiarch.MultiArchImagePipeline is MultiArchImagePipeline
     with pytest.raises(AttributeError, match="has no attribute 'Nope'"):
         _ = ecr_multiarch.Nope  # type: ignore[attr-defined]
+
+
+def test_state_machine_role_uses_star_only_where_iam_has_no_resources(synth: Synth) -> None:
+    role = synth.logical_id(synth.hello.state_machine.role)
+    star_actions: set[str] = set()
+    for resource in synth.raw["Resources"].values():
+        if resource["Type"] != "AWS::IAM::Policy":
+            continue
+        if {"Ref": role} not in resource["Properties"]["Roles"]:
+            continue
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]:
+            actions = statement["Action"]
+            if statement["Resource"] == "*":
+                star_actions |= {actions} if isinstance(actions, str) else set(actions)
+    # X-Ray and CloudWatch Logs delivery: no resource-level permissions exist for these.
+    assert star_actions
+    assert all(a.startswith(("xray:", "logs:")) for a in star_actions), star_actions
+    assert not {a for a in star_actions if a.endswith("*")}
+
+
+def test_event_rules_may_start_only_their_own_state_machine(synth: Synth) -> None:
+    state_machine = synth.logical_id(synth.hello.state_machine)
+    for rule in synth.hello.trigger.rules:
+        (target,) = synth.raw["Resources"][synth.logical_id(rule)]["Properties"]["Targets"]
+        role = target["RoleArn"]["Fn::GetAtt"][0]
+        policies = [
+            r["Properties"]["PolicyDocument"]["Statement"]
+            for r in synth.raw["Resources"].values()
+            if r["Type"] == "AWS::IAM::Policy" and {"Ref": role} in r["Properties"]["Roles"]
+        ]
+        assert policies == [
+            [
+                {
+                    "Action": "states:StartExecution",
+                    "Effect": "Allow",
+                    "Resource": {"Ref": state_machine},
+                }
+            ]
+        ]
