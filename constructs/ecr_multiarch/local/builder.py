@@ -13,11 +13,13 @@ integration does.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -160,6 +162,7 @@ class LocalCodeBuild:
         self._numbers = itertools.count(1)
         self._lock = threading.Lock()
         self._source_files: dict[Path, list[str]] = {}
+        self._running: dict[int, subprocess.Popen[bytes]] = {}
         self.shims_dir = workdir / "shims"
         self._write_shims()
 
@@ -243,20 +246,7 @@ class LocalCodeBuild:
         environment["CODEBUILD_INITIATOR"] = initiator
         log_path = build_dir / "build.log"
         timeout = 60 * int(parameters.get("TimeoutInMinutesOverride") or project.timeout_minutes)
-        with log_path.open("wb") as log:
-            try:
-                done = subprocess.run(  # noqa: S603 - the project's own buildspec, as CodeBuild runs it
-                    [BASH, "--noprofile", "--norc", str(script)],
-                    cwd=src,
-                    env=environment,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    timeout=timeout,
-                    check=False,
-                )
-                status = "SUCCEEDED" if done.returncode == 0 else "FAILED"
-            except subprocess.TimeoutExpired:
-                status = "TIMED_OUT"
+        status = self._run_script(script, src, environment, log_path, timeout)
         ended = time.time()
         build = {
             "Id": build_id,
@@ -293,6 +283,43 @@ class LocalCodeBuild:
         if status != "SUCCEEDED":
             raise BuildFailed(build)
         return {"Build": build}
+
+    def _run_script(
+        self, script: Path, src: Path, environment: Mapping[str, str], log_path: Path, timeout: int
+    ) -> str:
+        """Run the buildspec script; the build's status."""
+        with log_path.open("wb") as log:
+            # A session of its own, so that stopping the build stops every command it started.
+            process = subprocess.Popen(  # noqa: S603 - the project's own buildspec, as CodeBuild runs it
+                [BASH, "--noprofile", "--norc", str(script)],
+                cwd=src,
+                env=dict(environment),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        with self._lock:
+            self._running[process.pid] = process
+        try:
+            returncode = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _stop(process)
+            return "TIMED_OUT"
+        finally:
+            with self._lock:
+                stopped = self._running.pop(process.pid, None) is None
+        if stopped:
+            return "STOPPED"
+        return "SUCCEEDED" if returncode == 0 else "FAILED"
+
+    def stop_all(self) -> None:
+        """Stop every build still running (Step Functions stops the builds of a cancelled
+        Parallel branch with StopBuild)."""
+        with self._lock:
+            running = list(self._running.values())
+            self._running.clear()
+        for process in running:
+            _stop(process)
 
     @staticmethod
     def _project_variables(project: BuildProject, parameters: Mapping[str, Any]) -> dict[str, str]:
@@ -346,6 +373,18 @@ class LocalCodeBuild:
         if faults and faults.produce_platform:
             environment[PLATFORM_ENV] = faults.produce_platform
         return environment
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a build's process group (bash and the commands it runs)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
 
 
 def _phases(path: Path, ended: float, status: str) -> list[dict[str, Any]]:

@@ -446,6 +446,8 @@ class LocalWorkflowRun:
                 process.wait()
             self._process = None
         seconds = time.perf_counter() - started
+        # Builds of branches the execution abandoned (a sibling failed) are stopped.
+        self.codebuild.stop_all()
         if self._prestart:
             # The next execution's runner loads while this one's report is read.
             self._standby = self._spawn_runner()
@@ -492,6 +494,7 @@ class LocalWorkflowRun:
                 process.kill()
                 process.wait()
         self._standby = None
+        self.codebuild.stop_all()
         for function in self._functions.values():
             function.close()
         self._functions.clear()
