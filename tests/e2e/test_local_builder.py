@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +123,26 @@ def test_unsupported_parameters_and_secrets_are_refused(codebuild: LocalCodeBuil
         codebuild.start_build_sync(
             project({}, **{"parameter-store": {"A": "/a"}}), {"ProjectName": "x"}
         )
+
+
+def test_stop_all_stops_a_running_build_and_its_commands(codebuild: LocalCodeBuild) -> None:
+    spec = project({"build": {"commands": ["sleep 30 & wait"]}})
+    outcome: list[BaseException] = []
+
+    def build() -> None:
+        try:
+            codebuild.start_build_sync(spec, {"ProjectName": "Stack-P"})
+        except BuildFailed as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=build)
+    started = time.monotonic()
+    thread.start()
+    time.sleep(0.5)
+    codebuild.stop_all()
+    thread.join(timeout=10)
+
+    assert time.monotonic() - started < 10
+    (failed,) = outcome
+    assert isinstance(failed, BuildFailed)
+    assert failed.build["BuildStatus"] == "STOPPED"
