@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -415,3 +419,78 @@ def test_handler_with_the_oci_adapter_against_a_real_registry(
     assert pusher.tags(repository) == ["amd64", "latest", "v1"]
     assert {m["digest"] for m in result["manifests"]} == {AMD64.digest, ARM64.digest}
     assert module.lambda_handler(event, FakeContext())["changed"] is False
+
+
+# ------------------------------------------------------------------- tracing
+
+_TRACED_RUN = """
+import json, sys
+sys.path.insert(0, {root!r})
+from botocore.stub import Stubber
+from tests.lambdas.ecr_stubs import FakeContext, ecr_client, image_entry
+from tests.lambdas.test_handler import AMD64, ARM64
+import manifest_stitcher.handler as handler
+
+client = ecr_client()
+handler.ecr_client = lambda: client
+event = {{
+    "repositoryName": "hello",
+    "tags": ["v1"],
+    "images": [
+        {{"digest": AMD64.digest, "platform": {{"os": "linux", "architecture": "amd64"}}}},
+        {{"digest": ARM64.digest, "platform": {{"os": "linux", "architecture": "arm64"}}}},
+    ],
+}}
+with Stubber(client) as stub:
+    stub.add_response(
+        "batch_get_image", {{"images": [image_entry(AMD64), image_entry(ARM64)], "failures": []}}
+    )
+    stub.add_response("put_image", {{}})
+    print(json.dumps(handler.lambda_handler(event, FakeContext())))
+"""
+
+
+def test_traces_carry_annotations_but_no_manifest_bodies(tmp_path: Any) -> None:
+    # A fresh interpreter that believes it runs in Lambda with tracing on; the
+    # X-Ray SDK sends its subsegments to a UDP "daemon" here on loopback.
+    daemon = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    daemon.bind(("127.0.0.1", 0))
+    daemon.settimeout(0.5)
+    env = {
+        **os.environ,
+        "STITCHER_REGISTRY": "ecr",
+        "POWERTOOLS_TRACE_DISABLED": "false",
+        "POWERTOOLS_SERVICE_NAME": "manifest-stitcher",
+        "LAMBDA_TASK_ROOT": str(tmp_path),
+        "AWS_LAMBDA_FUNCTION_NAME": "ManifestStitcher",
+        "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{daemon.getsockname()[1]}",
+        "_X_AMZN_TRACE_ID": "Root=1-5759e988-bd862e3fe1be46a994272793;"
+        "Parent=53995c3f42cd8ad8;Sampled=1",
+    }
+    root = str(Path(__file__).resolve().parents[2])
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", _TRACED_RUN.format(root=root)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        datagrams = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                datagrams.append(daemon.recv(65536).decode())
+    finally:
+        daemon.close()
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    documents = [json.loads(d.split("\n", 1)[1]) for d in datagrams]
+    handler_segment = next(d for d in documents if d["name"] == "## _handle")
+    assert handler_segment["annotations"]["repository"] == "hello"
+    assert handler_segment["annotations"]["indexDigest"] == result["digest"]
+    assert handler_segment["annotations"]["ColdStart"] is True
+    # capture_response=False: the result is not recorded, and no manifest is anywhere
+    assert "_handle response" not in json.dumps(handler_segment.get("metadata", {}))
+    assert not any("schemaVersion" in d for d in datagrams)
+    ecr_calls = sorted(d["aws"]["operation"] for d in documents if d.get("namespace") == "aws")
+    assert ecr_calls == ["BatchGetImage", "PutImage"]
