@@ -378,13 +378,19 @@ class MultiArchImagePipeline(Construct):
         return check_input
 
     def _input_is_valid(self) -> sfn.Condition:
-        conditions = [
-            sfn.Condition.is_present("$.commit"),
-            sfn.Condition.is_string("$.commit"),
-        ]
+        """The commit (and for S3 the object version) is a non-empty string."""
+        paths = ["$.commit"]
         if self.source.source_version_path != "$.commit":
-            path = self.source.source_version_path
-            conditions += [sfn.Condition.is_present(path), sfn.Condition.is_string(path)]
+            paths.append(self.source.source_version_path)
+        conditions = [
+            condition
+            for path in paths
+            for condition in (
+                sfn.Condition.is_present(path),
+                sfn.Condition.is_string(path),
+                sfn.Condition.not_(sfn.Condition.string_equals(path, "")),
+            )
+        ]
         return sfn.Condition.and_(*conditions)
 
     def _build_branch(self, platform: Platform) -> sfn.IChainable:

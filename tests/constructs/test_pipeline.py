@@ -450,10 +450,17 @@ def test_build_failure_skips_the_stitch_and_is_notified(synth: Synth, tmp_path: 
     assert "Stitch" not in run.inputs
 
 
-def test_input_without_commit_is_notified_and_builds_nothing(synth: Synth, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "execution_input",
+    [{"branch": "main"}, {"commit": ""}, {"commit": 42}],
+    ids=["missing", "empty", "number"],
+)
+def test_input_without_commit_is_notified_and_builds_nothing(
+    synth: Synth, tmp_path: Path, execution_input: dict[str, Any]
+) -> None:
     results = {f"Build {s}": _build_result(s, ["x"]) for s in ("amd64", "arm64")}
     results |= {"Stitch": STITCH_RESULT, "PublishImageEvent": {}, "NotifyFailure": {}}
-    run = local_sfn.run(synth.definition(synth.hello), {"branch": "main"}, results, tmp_path)
+    run = local_sfn.run(synth.definition(synth.hello), execution_input, results, tmp_path)
     assert run.returncode != 0
     message = run.inputs["NotifyFailure"]["Message"]
     assert message["failedState"] == "CheckInput"
