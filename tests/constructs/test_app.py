@@ -14,6 +14,7 @@ from typing import Any
 import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_s3 as s3
+from aws_cdk.assertions import Annotations, Match
 
 from . import local_sfn
 from .asl import state_machine_definitions
@@ -111,6 +112,8 @@ def test_no_unacknowledged_aws_solutions_finding(
 ) -> None:
     synthesized: Synthesized = request.getfixturevalue(variant)
     assert _violations(synthesized.outdir) == []
+    stack = synthesized.app.node.find_child(sample_app.STACK_ID)
+    assert Annotations.from_stack(stack).find_error("*", Match.any_value()) == []
 
 
 def test_aws_solutions_checks_are_applied(tmp_path: Path) -> None:
