@@ -177,7 +177,9 @@ class Source:
         action with ``{"commit": #{Source.CommitId}, "branch": #{Source.BranchName},
         "gitTag": ""}``; the builds clone the repository through the same
         connection and check out that commit. Tag pushes are not built: the
-        connection's source variables carry no tag name.
+        connection's source variables carry no tag name. The pipeline runs in
+        QUEUED mode: every push is built, one after the other, so ``latest``
+        follows the push order.
         """
         problems = _branch_problems(branch)
         normalized = str(provider).upper()
@@ -384,6 +386,9 @@ class Source:
             scope,
             "Pipeline",
             pipeline_type=codepipeline.PipelineType.V2,
+            # Every push gets its image, in push order (SUPERSEDED, the V2 default,
+            # would skip commits that arrive while a build runs).
+            execution_mode=codepipeline.ExecutionMode.QUEUED,
             artifact_bucket=artifacts,
             cross_account_keys=False,
             restart_execution_on_update=False,

@@ -199,6 +199,7 @@ def _codepipeline(synth: Synth, name: str) -> dict[str, Any]:
 def test_connection_pipeline_is_v2_with_a_push_trigger_on_the_branch(synth: Synth) -> None:
     pipeline = _codepipeline(synth, "Lab")
     assert pipeline["PipelineType"] == "V2"
+    assert pipeline["ExecutionMode"] == "QUEUED"
     (trigger,) = pipeline["Triggers"]
     assert trigger["ProviderType"] == "CodeStarSourceConnection"
     assert trigger["GitConfiguration"] == {
