@@ -12,6 +12,8 @@ Context (``cdk synth -c key=value`` or ``cdk.json``):
   the CodeCommit repository, ``examples/hello`` for a connection to a copy of this
   project).
 - ``platforms``: comma-separated platforms (default ``linux/amd64,linux/arm64``).
+- ``notificationEmail``: subscribe this address to the failure notifications
+  (AWS sends a confirmation mail first).
 
 cdk-nag's AwsSolutions checks run on every synth and fail it on any finding that is
 not acknowledged. The constructs acknowledge the findings inherent to them (privileged
@@ -26,6 +28,7 @@ from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_codecommit as codecommit
+from aws_cdk import aws_sns_subscriptions as subscriptions
 from cdk_nag import AwsSolutionsChecks
 
 from constructs import Construct
@@ -79,6 +82,10 @@ class HelloImagePipelineStack(cdk.Stack):
             platforms=platforms,
             context=str(self.node.try_get_context("buildContext") or default_context),
         )
+
+        email = self.node.try_get_context("notificationEmail")
+        if email:
+            self.pipeline.topic.add_subscription(subscriptions.EmailSubscription(str(email)))
 
         cdk.CfnOutput(
             self,

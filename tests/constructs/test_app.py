@@ -31,6 +31,7 @@ CONNECTION_CONTEXT = {
     "repositoryName": "ecr-multiarch",
     "platforms": "linux/amd64,linux/arm64,linux/arm/v7",
     "branch": "develop",
+    "notificationEmail": "team@example.com",
 }
 
 
@@ -189,6 +190,17 @@ def test_connection_app_uses_the_connection_and_the_emulated_platform(
     (definition,) = state_machine_definitions(connection_app.template).values()
     branches = definition["States"]["BuildPlatforms"]["Branches"]
     assert [b["StartAt"] for b in branches] == ["Build amd64", "Build arm64", "Build arm-v7"]
+
+
+def test_notification_email_context_subscribes_to_the_topic(connection_app: Synthesized) -> None:
+    resources = connection_app.template["Resources"]
+    (subscription,) = [r for r in resources.values() if r["Type"] == "AWS::SNS::Subscription"]
+    (topic,) = [lid for lid, r in resources.items() if r["Type"] == "AWS::SNS::Topic"]
+    assert subscription["Properties"] == {
+        "Protocol": "email",
+        "TopicArn": {"Ref": topic},
+        "Endpoint": "team@example.com",
+    }
 
 
 def test_branch_context_reaches_trigger_defaults_and_command(connection_app: Synthesized) -> None:
