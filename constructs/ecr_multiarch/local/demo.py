@@ -30,7 +30,8 @@ from typing import Any
 from .builder import build_log_tail
 from .execution import ExecutionReport, Faults, LocalWorkflowRun
 from .registry import LocalRegistry
-from .workflow import PROJECT_ROOT, load_workflow, synthesize
+from .template import TemplateError
+from .workflow import PROJECT_ROOT, SynthError, load_workflow, synthesize
 
 WORKFLOW_BUDGET_SECONDS = 15.0
 WORKFLOW_STEP = "workflow (Step Functions execution)"
@@ -411,7 +412,8 @@ def run_demo(args: argparse.Namespace) -> int:
             _print("ecr-multiarch local demo: one commit → one multi-arch image, no AWS account\n")
             demo.prepare()
             demo.check(demo.execute())
-        except DemoFailed as e:
+        except (DemoFailed, SynthError, TemplateError) as e:
+            # What went wrong is in the message (cdk synth's output, the unresolvable token...).
             print_timings(demo.timings, demo.report)
             _print(f"\nFAILED: {e}")
             return 1
