@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -91,24 +92,34 @@ class LocalFunction:
             }
         )
         env.update(environment)
+        self._env = env
         self._log = log_path.open("ab")
-        self._process = subprocess.Popen(
+        self._lock = threading.Lock()
+        self._ready: dict[str, Any] | None = None
+        self._process = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        """A new execution environment (a cold start)."""
+        return subprocess.Popen(
             [sys.executable, "-m", "ecr_multiarch.local.function"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,
-            env=env,
+            env=self._env,
         )
-        self._lock = threading.Lock()
-        self._ready: dict[str, Any] | None = None
 
-    def _exchange(self, message: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _exchange(
+        self, message: Mapping[str, Any] | None, timeout: float | None = None
+    ) -> dict[str, Any] | None:
+        """Send ``message`` and read the answer; None when ``timeout`` passes first."""
         stdin, stdout = self._process.stdin, self._process.stdout
         assert stdin is not None
         assert stdout is not None
         if message is not None:
             stdin.write(json.dumps(message).encode() + b"\n")
             stdin.flush()
+        if timeout is not None and not select.select([stdout], [], [], timeout)[0]:
+            return None
         line = stdout.readline()
         if not line:
             raise RuntimeError(
@@ -121,34 +132,42 @@ class LocalFunction:
         """Wait for the cold start (handler imported); returns its init timing."""
         with self._lock:
             if self._ready is None:
-                self._ready = self._exchange(None)
-                if "initError" in self._ready:
+                ready = self._exchange(None)
+                assert ready is not None
+                if "initError" in ready:
                     raise RuntimeError(
-                        f"{self.spec.handler} failed to initialise: {self._ready['initError']}"
+                        f"{self.spec.handler} failed to initialise: {ready['initError']}"
                     )
+                self._ready = ready
             return self._ready
 
     def invoke(self, event: Any, *, inject: str | None = None) -> Any:
         """Invoke the handler with ``event``; returns its result or raises FunctionError.
 
+        An invocation that outlasts the function's timeout (from the template) fails with
+        ``Sandbox.Timedout`` as in Lambda, and the next one gets a new environment.
         ``inject`` names an error of ``manifest_stitcher.errors`` that this invocation
         raises instead of calling the handler (a transient fault for tests).
         """
         self.wait_ready()
+        timeout = float(self.spec.timeout_seconds)
         with self._lock:
-            answer = self._exchange({"event": event, "inject": inject})
+            answer = self._exchange({"event": event, "inject": inject}, timeout=timeout)
+            if answer is None:
+                self._stop()
+                self._ready = None
+                self._process = self._start()
+                message = f"Task timed out after {timeout:.2f} seconds"
+                raise FunctionError(
+                    "Sandbox.Timedout",
+                    message,
+                    {"errorType": "Sandbox.Timedout", "errorMessage": message},
+                )
         if "errorType" in answer:
             raise FunctionError(str(answer["errorType"]), str(answer["errorMessage"]), answer)
         return answer.get("result")
 
-    def log_tail(self, lines: int = 30) -> str:
-        """The last lines of the function's log."""
-        self._log.flush()
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def close(self) -> None:
-        """Stop the worker."""
+    def _stop(self) -> None:
         if self._process.poll() is None:
             if self._process.stdin:
                 self._process.stdin.close()
@@ -161,6 +180,16 @@ class LocalFunction:
                 self._process.wait(timeout=5)
         if self._process.stdout:
             self._process.stdout.close()
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the function's log."""
+        self._log.flush()
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def close(self) -> None:
+        """Stop the worker."""
+        self._stop()
         self._log.close()
 
 
