@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import tarfile
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -256,7 +257,22 @@ class RegistryPusher:
         """Push the blobs, then the manifest (by tag, or by digest when no tag)."""
         for blob in image.blobs:
             self.push_blob(repository, blob)
-        return self.push_manifest(repository, tag or image.digest, image.manifest)
+        for attempt in range(1, 6):
+            try:
+                return self.push_manifest(repository, tag or image.digest, image.manifest)
+            except requests.HTTPError as e:
+                # Two pushes of the same blob into one repository at once (two
+                # platforms' builds share a layer) make distribution's filesystem
+                # storage rewrite the blob's link file in place; a manifest PUT that
+                # reads it at that moment is refused as MANIFEST_BLOB_UNKNOWN even
+                # though every blob is there. The blobs were pushed just above, so
+                # the refusal is that race: wait a moment and PUT again.
+                response = e.response
+                racing = response is not None and "MANIFEST_BLOB_UNKNOWN" in response.text
+                if not racing or attempt == 5:
+                    raise
+                time.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def push_index(
         self, repository: str, index: Image, children: Sequence[Image], tag: str | None = None
