@@ -143,6 +143,9 @@ def _allowed_fields(loc: list[str]) -> list[str]:
 
 def _describe(error: Mapping[str, Any]) -> str:
     loc = [str(part) for part in error.get("loc", ())]
+    if loc[-1:] == ["[key]"]:
+        # pydantic reports a bad mapping key as (..., <key>, "[key]").
+        loc = [*loc[:-2], f"{loc[-2]!r} (key)"]
     field_path = ".".join(loc)
     kind = error.get("type", "")
     given = error.get("input")
