@@ -11,6 +11,9 @@ Context (``cdk synth -c key=value`` or ``cdk.json``):
 - ``buildContext``: the Docker build context in the repository (default ``.`` for
   the CodeCommit repository, ``examples/hello`` for a connection to a copy of this
   project).
+- ``imageRepositoryName``: the ECR repository the images go to (default ``hello``;
+  it is retained when the stack is deleted, so a redeploy needs another name or the
+  old repository removed).
 - ``platforms``: comma-separated platforms (default ``linux/amd64,linux/arm64``).
 - ``notificationEmail``: subscribe this address to the failure notifications
   (AWS sends a confirmation mail first).
@@ -80,6 +83,7 @@ class HelloImagePipelineStack(cdk.Stack):
             "Hello",
             source=source,
             platforms=platforms,
+            repository_name=str(self.node.try_get_context("imageRepositoryName") or "hello"),
             context=str(self.node.try_get_context("buildContext") or default_context),
         )
 

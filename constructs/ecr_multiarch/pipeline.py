@@ -90,6 +90,7 @@ class MultiArchImagePipeline(Construct):
         source: Source,
         platforms: Sequence[Platform] = _DEFAULT_PLATFORMS,
         repository: ecr.IRepository | None = None,
+        repository_name: str | None = None,
         dockerfile: str = "Dockerfile",
         context: str = ".",
         target: str | None = None,
@@ -113,6 +114,8 @@ class MultiArchImagePipeline(Construct):
         :param repository: the ECR repository of the images. Default: a new
             ``MultiArchRepository`` (scan on push, commit tags immutable, ``latest`` and
             the ``extra_tags`` mutable, retained on stack deletion).
+        :param repository_name: the name of the repository the pipeline creates (not
+            with ``repository``). Default: a name CloudFormation generates.
         :param dockerfile: Default: ``Dockerfile`` (relative to the checked-out source).
         :param context: the build context directory. Default: ``.`` (the source root).
         :param target: the Dockerfile stage to build. Default: the last stage.
@@ -145,6 +148,7 @@ class MultiArchImagePipeline(Construct):
             extra_tags=extra_tags,
             timeout=timeout,
             repository=repository,
+            repository_name=repository_name,
         )
         self.source = source
         """The source the builds check out."""
@@ -156,6 +160,7 @@ class MultiArchImagePipeline(Construct):
         self.repository: ecr.IRepository = repository or MultiArchRepository(
             self,
             "Repository",
+            repository_name=repository_name,
             mutable_tags=("latest", *(t for t in extra_tags if not Token.is_unresolved(t))),
             cache_platforms=platforms,
         )
@@ -510,8 +515,14 @@ def _validate(
     extra_tags: tuple[Any, ...],
     timeout: Duration | None,
     repository: ecr.IRepository | None,
+    repository_name: str | None = None,
 ) -> None:
     problems: list[str] = []
+    if repository is not None and repository_name is not None:
+        problems.append(
+            f"repository_name {repository_name!r} names a new repository, but repository "
+            "was given too; expected one of them"
+        )
     if not isinstance(source, Source):
         problems.append(
             f"source {source!r} is not a Source; expected Source.code_commit(...), "

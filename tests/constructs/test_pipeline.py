@@ -539,6 +539,26 @@ def test_every_problem_is_reported_at_once() -> None:
     assert "'latest'" in text
 
 
+def test_a_name_for_the_new_repository_conflicts_with_your_own_repository() -> None:
+    stack = cdk.Stack(cdk.App(), "Named")
+    with pytest.raises(ValueError, match=r"repository_name 'hello' names a new repository"):
+        MultiArchImagePipeline(
+            stack,
+            "Pipeline",
+            source=Source.manual(),
+            repository=ecr.Repository(stack, "Repo"),
+            repository_name="hello",
+        )
+
+
+def test_the_new_repository_takes_the_given_name() -> None:
+    stack = cdk.Stack(cdk.App(), "Named")
+    MultiArchImagePipeline(stack, "Pipeline", source=Source.manual(), repository_name="hello")
+    Template.from_stack(stack).has_resource_properties(
+        "AWS::ECR::Repository", {"RepositoryName": "hello"}
+    )
+
+
 def test_more_extra_tags_are_fine_with_your_own_repository() -> None:
     stack = cdk.Stack(cdk.App(), "Own")
     pipeline = MultiArchImagePipeline(
