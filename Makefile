@@ -14,6 +14,8 @@ export npm_config_audit := false
 export PYTHONDONTWRITEBYTECODE := 1
 
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
+CDK_ARGS ?=
 
 .PHONY: help setup test lint typecheck unit synth deploy demo bench wheel clean
 
@@ -57,13 +59,13 @@ test: setup lint typecheck ## lint, type-check and run every test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 synth: setup ## synthesize the sample app offline into cdk.out
-	cdk synth --quiet
+	cdk synth --quiet $(CDK_ARGS)
 
 deploy: setup ## deploy the sample app (needs AWS credentials)
-	cdk deploy
+	cdk deploy $(CDK_ARGS)
 
 demo: setup ## run the whole workflow locally, no AWS account needed
-	$(BIN)/python -m ecr_multiarch.local.demo
+	$(BIN)/python -m ecr_multiarch.local.demo $(DEMO_ARGS)
 
 bench: setup ## print the performance figures
 	$(BIN)/python bench/run.py
