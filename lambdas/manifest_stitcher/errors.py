@@ -71,4 +71,4 @@ ERRORS: tuple[type[StitchError], ...] = (
     TagImmutable,
     RegistryUnavailable,
 )
-"""Every error of the contract, in the order of DESIGN.md's table."""
+"""Every error of the stitch contract, in the order of the README's table."""

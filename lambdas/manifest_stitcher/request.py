@@ -97,7 +97,7 @@ class ImageSpec(_Strict):
 
 
 class StitchRequest(_Strict):
-    """The whole request; see DESIGN.md, "Stitch contract"."""
+    """The whole request; see "The stitch contract" in the README."""
 
     repository_name: Annotated[
         str, StringConstraints(pattern=REPOSITORY_PATTERN, min_length=2, max_length=256)
