@@ -14,7 +14,7 @@ HELLO = Path(__file__).resolve().parents[2] / "examples" / "hello"
 def test_the_hello_dockerfile_gives_its_files_and_config() -> None:
     recipe = read_recipe(HELLO / "Dockerfile", HELLO, platform="linux/arm64")
 
-    assert recipe.base == "python:3.13-alpine"
+    assert recipe.base == "public.ecr.aws/docker/library/python:3.13-alpine"
     assert recipe.files == {"/app/server.py": (HELLO / "server.py").read_bytes()}
     assert recipe.cmd == ["python", "/app/server.py"]
     assert recipe.workdir == "/app"
