@@ -493,7 +493,16 @@ class OciRegistry:
         if response.status_code == 404:
             return None
         self._check(response, what=f"manifest {reference!r}")
-        return response.headers.get("Docker-Content-Digest")
+        digest = response.headers.get("Docker-Content-Digest")
+        if digest:
+            return digest
+        if reference.startswith("sha256:"):
+            return reference
+        # Docker-Content-Digest is optional in the distribution spec: without it,
+        # hash the manifest itself, or a re-run would write (and, in an immutable
+        # repository, fail on) a tag that already holds this index.
+        fetched = self._get_manifest(ImageRef(tag=reference))
+        return fetched.digest if fetched is not None else None
 
     def fetch(self, reference: str) -> FetchedManifest:
         """GET one manifest by tag or digest; ``ImageNotFound`` when it does not exist."""

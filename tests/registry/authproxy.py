@@ -39,6 +39,7 @@ class AuthFront:
     anonymous_pull: bool = False
     fail_next: int = 0
     fail_status: int = 503
+    send_digest_header: bool = True
     requests_seen: list[tuple[str, str, str]] = field(default_factory=list)
     token_requests: list[dict[str, list[str]]] = field(default_factory=list)
     tokens: dict[str, set[str]] = field(default_factory=dict)
@@ -156,6 +157,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
         reply = {k: upstream.headers[k] for k in _FORWARDED_HEADERS if k in upstream.headers}
         reply.pop("Content-Length", None)
+        if not front.send_digest_header:
+            reply.pop("Docker-Content-Digest", None)
         self._reply(upstream.status_code, reply, upstream.content)
 
     do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle

@@ -81,6 +81,24 @@ def test_put_writes_each_tag_once_and_a_rerun_writes_nothing(
     assert oci.digest_of("nope") is None
 
 
+def test_a_rerun_writes_nothing_when_the_registry_sends_no_digest_header(
+    front: authproxy.AuthFront, pusher: RegistryPusher, repository: str
+) -> None:
+    # Docker-Content-Digest is optional: without it the tag's manifest is hashed.
+    image = build_image({"a": b"a"}, AMD64)
+    pusher.push_image(repository, image, tag="amd64")
+    oci = OciRegistry(front.host, repository)
+    index = _index_over(image)
+    front.send_digest_header = False
+    assert oci.put_index(index, ["v1", "latest"]) is True
+    before = len(front.methods())
+
+    assert oci.put_index(index, ["v1", "latest"]) is False
+    assert not [m for m in front.methods()[before:] if m.startswith("PUT")]
+    assert oci.digest_of("v1") == index.digest
+    assert oci.digest_of("nope") is None
+
+
 def test_a_later_tag_failing_says_which_tags_moved(
     registry: LocalRegistry, pusher: RegistryPusher, repository: str
 ) -> None:
