@@ -508,6 +508,56 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+_ACCESS_DENIED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "SignatureDoesNotMatch",
+    }
+)
+
+
+def _aws_problem(error: Exception) -> tuple[int, str] | None:
+    """Exit status and line for an AWS set-up problem of the ECR API (``--event``), else None.
+
+    Missing or refused AWS credentials are "access denied" (exit 6) and a missing
+    region is an invalid request (exit 2), as the exit status table says; without
+    this they ended as an unexpected error with status 1.
+    """
+    exceptions = sys.modules.get("botocore.exceptions")
+    if exceptions is None:  # botocore never loaded: not an ECR API problem
+        return None
+    if isinstance(error, exceptions.NoRegionError):
+        return 2, (
+            "InvalidStitchRequest: the ECR API needs an AWS region: set AWS_REGION "
+            "(or AWS_DEFAULT_REGION, or a region in your AWS profile)"
+        )
+    credential_errors = tuple(
+        getattr(exceptions, name)
+        for name in (
+            "NoCredentialsError",
+            "PartialCredentialsError",
+            "CredentialRetrievalError",
+            "TokenRetrievalError",
+            "SSOTokenLoadError",
+            "UnauthorizedSSOTokenError",
+        )
+        if hasattr(exceptions, name)
+    )
+    if isinstance(error, credential_errors):
+        return 6, f"RegistryAccessDenied: no usable AWS credentials for the ECR API: {error}"
+    if isinstance(error, exceptions.ClientError):
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        if code in _ACCESS_DENIED_CODES:
+            return 6, f"RegistryAccessDenied: the ECR API refused access: {_one_line(str(error))}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
@@ -523,6 +573,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(e, StitchError):
             print(f"{PROG}: {e.error_name}: {_one_line(str(e))}", file=sys.stderr)
             return e.exit_code
+        aws = _aws_problem(e)
+        if aws is not None:
+            status, text = aws
+            print(f"{PROG}: {text}", file=sys.stderr)
+            return status
         if os.environ.get("ECR_MULTIARCH_DEBUG"):
             raise
         print(

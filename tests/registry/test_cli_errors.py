@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
+import boto3
+import botocore.session
 import pytest
+from botocore.stub import Stubber
 
+import manifest_stitcher.ecr
 from ecr_multiarch.cli import main
 from ecr_multiarch.local.images import (
     Blob,
@@ -172,3 +177,60 @@ def test_an_unreachable_registry_exits_6_naming_the_host(
     _fails(capsys, ["inspect", f"{host}/hello:v1"], 6, "RegistryUnavailable", host)
     # a few retries with a short back-off, not minutes
     assert time.monotonic() - started < 15
+
+
+@pytest.fixture
+def event_file(tmp_path: Path) -> Path:
+    """An event for the ECR API adapter (no --registry)."""
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"repositoryName": "hello", "tags": ["v1"],
+                                 "images": [{"tag": "v1-arm64"}]}))  # fmt: skip
+    return event
+
+
+def _ecr_adapter_with(monkeypatch: pytest.MonkeyPatch, client: Any) -> None:
+    real = manifest_stitcher.ecr.EcrRegistry
+
+    def with_client(repository: str, registry_id: str | None = None) -> Any:
+        return real(repository, registry_id, client=client)
+
+    monkeypatch.setattr(manifest_stitcher.ecr, "EcrRegistry", with_client)
+
+
+def test_no_aws_credentials_for_the_ecr_api_exit_6(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], event_file: Path
+) -> None:
+    session = botocore.session.Session()
+    session.get_component("credential_provider").providers = []  # nothing to find
+    _ecr_adapter_with(monkeypatch, session.create_client("ecr", region_name="eu-west-1"))
+    _fails(capsys, ["stitch", "--event", str(event_file)], 6,
+           "RegistryAccessDenied", "AWS credentials")  # fmt: skip
+
+
+def test_the_ecr_api_refusing_access_exits_6(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], event_file: Path
+) -> None:
+    client = botocore.session.Session().create_client(
+        "ecr", region_name="eu-west-1", aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="not-a-secret",
+    )  # fmt: skip
+    stubber = Stubber(client)
+    stubber.add_client_error(
+        "batch_get_image", "AccessDeniedException", "not authorized to perform: ecr:BatchGetImage"
+    )
+    _ecr_adapter_with(monkeypatch, client)
+    with stubber:
+        _fails(capsys, ["stitch", "--event", str(event_file)], 6,
+               "RegistryAccessDenied", "ecr:BatchGetImage")  # fmt: skip
+
+
+def test_no_aws_region_for_the_ecr_api_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], event_file: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    _fails(capsys, ["stitch", "--event", str(event_file)], 2,
+           "InvalidStitchRequest", "AWS_REGION")  # fmt: skip
