@@ -430,8 +430,9 @@ class OciRegistry:
 
     @property
     def registry_id(self) -> str:
-        """The registry host, e.g. ``127.0.0.1:5000`` (OCI registries have no account id)."""
-        return self._host
+        """The account id for an ECR host (as the ECR API adapter reports it), else the host."""
+        match = ECR_HOST.match(self._host)
+        return match["account"] if match else self._host
 
     @property
     def host(self) -> str:

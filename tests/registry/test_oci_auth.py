@@ -213,7 +213,9 @@ def test_an_ecr_host_gets_its_credentials_from_get_authorization_token(
         # THEN one token call served every request, and the index is in the registry
         stub.assert_no_pending_responses()
     assert result.image_uri == f"{ECR_HOST}/{repository}@{result.digest}"
-    assert result.registry_id == ECR_HOST
+    # the same registryId as the ECR API adapter gives: the account, not the host
+    assert result.registry_id == ACCOUNT
+    assert result.to_json()["registryId"] == ACCOUNT
     assert all(front.basic_ok(auth) for _m, _p, auth in front.requests_seen[1:])
     assert skopeo_digest(f"{registry.host}/{repository}:multi") == result.digest
 
