@@ -496,7 +496,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(result.to_json())
         else:
-            _print_stitch(result, args.target or f"{result.registry_id}/{result.repository_name}")
+            _print_stitch(result, args.target or result.image_uri.split("@", 1)[0])
         for warning in result.warnings:
             print(f"{PROG}: warning: {_one_line(warning)}", file=sys.stderr)
         return 0
