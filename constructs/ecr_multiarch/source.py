@@ -408,6 +408,19 @@ class Source:
                 )
             ],
         )
+        # CDK's source action grants only codestar-connections:UseConnection, but IAM matches
+        # an action only against resources of its own service prefix, so a connection whose
+        # ARN is arn:...:codeconnections:... (what the console creates since July 2024) also
+        # needs the codeconnections action, or the Checkout action fails for lack of permissions.
+        role = _checkout_action(pipeline).node.find_child("CodePipelineActionRole")
+        if not isinstance(role, iam.Role):
+            raise TypeError(f"{role.node.path} is not the source action's IAM role")
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["codeconnections:UseConnection"],
+                resources=[settings["connection_arn"]],
+            )
+        )
         _acknowledge_pipeline_findings(pipeline, artifacts, state_machine)
         return SourceTrigger(pipeline=pipeline)
 

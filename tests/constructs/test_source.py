@@ -274,6 +274,30 @@ def test_connection_builds_may_use_only_that_connection(synth: Synth) -> None:
     )
 
 
+def test_connection_source_action_may_use_the_connection_under_either_prefix(
+    synth: Synth,
+) -> None:
+    # IAM matches an action only against resources of its own service prefix: a
+    # codeconnections ARN needs codeconnections:UseConnection, an older
+    # codestar-connections ARN the codestar-connections action.
+    (policy,) = (
+        resource["Properties"]["PolicyDocument"]
+        for logical_id, resource in synth.resources(
+            "AWS::IAM::Policy", synth.pipelines["Lab"]
+        ).items()
+        if "SourceCheckout" in logical_id
+    )
+    granted = {
+        action
+        for statement in policy["Statement"]
+        if statement["Resource"] == CONNECTION_ARN
+        for action in (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+    }
+    assert granted == {"codeconnections:UseConnection", "codestar-connections:UseConnection"}
+
+
 def test_connection_artifacts_bucket_is_private_and_expires(synth: Synth) -> None:
     (bucket,) = synth.resources("AWS::S3::Bucket", synth.pipelines["Lab"]).values()
     properties = bucket["Properties"]
