@@ -60,6 +60,8 @@ ECR_HOST = re.compile(
     r"\.amazonaws\.com(?:\.cn)?$"
 )
 DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+DOCKER_HUB_SERVER = "https://index.docker.io/v1/"
+"""The key of Docker Hub in a Docker config and for credential helpers."""
 _STATUS_RETRIED = frozenset({429, 500, 502, 503, 504})
 _MAX_WORKERS = 8
 _MAX_RETRY_AFTER = 30.0
@@ -197,7 +199,7 @@ class _Credentials:
     def _keys(self) -> list[str]:
         hosts = [self._host]
         if self._host in DOCKER_HUB_HOSTS:
-            return ["https://index.docker.io/v1/", "index.docker.io", "docker.io"]
+            return [DOCKER_HUB_SERVER, "index.docker.io", "docker.io"]
         if self._host.startswith("localhost"):
             hosts.append(self._host.replace("localhost", "127.0.0.1", 1))
         elif self._host.startswith("127.0.0.1"):
@@ -232,15 +234,19 @@ class _Credentials:
                 return username, password
             if entry.get("username") and entry.get("password"):
                 return str(entry["username"]), str(entry["password"])
-        helper = (config.get("credHelpers") or {}).get(self._host) or config.get("credsStore")
+        helpers = config.get("credHelpers") or {}
+        helper = next((helpers[k] for k in self._keys() if helpers.get(k)), None)
+        helper = helper or config.get("credsStore")
         return self._from_helper(str(helper)) if helper else None
 
     def _from_helper(self, helper: str) -> tuple[str, str] | None:
         # The docker-credential-helpers protocol: the server URL on stdin, JSON out.
+        # `docker login` stores Docker Hub under its legacy URL, other registries by host.
+        server = DOCKER_HUB_SERVER if self._host in DOCKER_HUB_HOSTS else self._host
         try:
             done = subprocess.run(  # noqa: S603 - the helper the user configured
                 [f"docker-credential-{helper}", "get"],
-                input=self._host.encode(),
+                input=server.encode(),
                 capture_output=True,
                 timeout=30,
                 check=True,

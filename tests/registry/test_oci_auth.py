@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -167,14 +168,14 @@ def test_anonymous_pull_works_and_push_is_refused_clearly(
 class _ToLocal(HTTPAdapter):
     """Sends what is addressed to the ECR endpoint to the local front instead (no network)."""
 
-    def __init__(self, local: str) -> None:
+    def __init__(self, local: str, remote: str = ECR_HOST) -> None:
         super().__init__()
-        self.local = local
+        self.local, self.remote = local, remote
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
         """Rewrite the URL, then send."""
         assert request.url is not None
-        request.url = request.url.replace(f"https://{ECR_HOST}", f"http://{self.local}")
+        request.url = request.url.replace(f"https://{self.remote}", f"http://{self.local}")
         return super().send(request, **kwargs)
 
 
@@ -239,3 +240,38 @@ def test_an_ecr_token_error_is_access_denied_naming_the_host(
             adapter.fetch("amd64")
     assert "GetAuthorizationToken" in str(raised.value)
     assert raised.value.exit_code == 6
+
+
+@pytest.mark.parametrize("front", [{"mode": "basic"}], indirect=True)
+@pytest.mark.parametrize("store", ["credsStore", "credHelpers"])
+def test_docker_hub_credentials_come_from_the_credential_helper_under_hubs_server_url(
+    front: authproxy.AuthFront, repository: str, children: list[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, store: str,
+) -> None:  # fmt: skip
+    # GIVEN a credential helper that, like `docker login` left it, knows Docker Hub
+    # only under https://index.docker.io/v1/
+    bin_dir, config = tmp_path / "bin", tmp_path / "docker"
+    bin_dir.mkdir()
+    config.mkdir()
+    helper = bin_dir / "docker-credential-fake"
+    secret = json.dumps({"Username": front.username, "Secret": front.password})
+    helper.write_text(
+        "#!/bin/sh\n"
+        "read server\n"
+        f'[ "$server" = "https://index.docker.io/v1/" ] && echo \'{secret}\' && exit 0\n'
+        'echo "credentials not found in native keychain"; exit 1\n'
+    )
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    setting = "fake" if store == "credsStore" else {"https://index.docker.io/v1/": "fake"}
+    (config / "config.json").write_text(json.dumps({store: setting}))
+    session = requests.Session()
+    session.mount("https://registry-1.docker.io", _ToLocal(front.host, "registry-1.docker.io"))
+
+    # WHEN a Docker Hub repository is read
+    adapter = OciRegistry("docker.io", repository, session=session,
+                          docker_config=config / "config.json")  # fmt: skip
+
+    # THEN the helper's credentials got through
+    assert adapter.fetch("amd64").media_type
+    assert any(front.basic_ok(auth) for _m, _p, auth in front.requests_seen)
