@@ -97,6 +97,8 @@ def parse_reference(text: str, *, what: str) -> Reference:
         host, path = first, remainder
     else:
         host, path = _DOCKER_HUB, rest
+    if host == "index.docker.io":  # Docker's legacy name of Docker Hub, normalized as docker does
+        host = _DOCKER_HUB
     tag = None
     last = path.rsplit("/", 1)[-1]
     if ":" in last:
