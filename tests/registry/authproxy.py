@@ -40,6 +40,8 @@ class AuthFront:
     fail_next: int = 0
     fail_status: int = 503
     send_digest_header: bool = True
+    redirect_blobs_to: str = ""
+    refuse_authorization: bool = False
     requests_seen: list[tuple[str, str, str]] = field(default_factory=list)
     token_requests: list[dict[str, list[str]]] = field(default_factory=list)
     tokens: dict[str, set[str]] = field(default_factory=dict)
@@ -147,9 +149,17 @@ class _Handler(BaseHTTPRequestHandler):
         if failing:
             self._reply(front.fail_status, {"Content-Type": "text/plain"}, b"try again later")
             return
+        if front.refuse_authorization and self.headers.get("Authorization"):
+            # Like S3 on a pre-signed URL: a second auth mechanism is refused.
+            self._reply(400, {"Content-Type": "text/plain"}, b"Only one auth mechanism allowed")
+            return
         repository = path.removeprefix("/v2/").rsplit("/", 2)[0] if path != "/v2/" else ""
         if not self._allowed(repository):
             self._deny(repository, self.command)
+            return
+        if front.redirect_blobs_to and self.command == "GET" and "/blobs/sha256:" in path:
+            # Like Docker Hub, ECR or GHCR: blobs are served from a storage host.
+            self._reply(307, {"Location": f"http://{front.redirect_blobs_to}{self.path}"})
             return
         headers = {k: v for k, v in self.headers.items() if k in {"Accept", "Content-Type"}}
         upstream = requests.request(

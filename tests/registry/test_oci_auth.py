@@ -275,3 +275,22 @@ def test_docker_hub_credentials_come_from_the_credential_helper_under_hubs_serve
     # THEN the helper's credentials got through
     assert adapter.fetch("amd64").media_type
     assert any(front.basic_ok(auth) for _m, _p, auth in front.requests_seen)
+
+
+@pytest.mark.parametrize("front", [{"mode": "bearer"}], indirect=True)
+def test_blobs_redirected_to_storage_are_fetched_without_the_registry_credentials(
+    front: authproxy.AuthFront, registry: LocalRegistry, pusher: RegistryPusher,
+    repository: str,
+) -> None:  # fmt: skip
+    # GIVEN a registry that redirects blob GETs to a storage host which refuses any
+    # Authorization header (S3 and CloudFront pre-signed URLs do)
+    image = build_image({"p": b"redirected"}, Platform("linux", "s390x"))
+    pusher.push_image(repository, image, tag="s390x")
+    storage = authproxy.AuthFront(upstream=registry.url, refuse_authorization=True)
+    for served in authproxy.serve(storage):
+        front.redirect_blobs_to = served.host
+        adapter = OciRegistry(front.host, repository, auth=(front.username, front.password))
+        # WHEN the config is read, THEN it arrives verified, and the token stayed home
+        config = image.blobs[0]
+        assert adapter.get_blobs([config.digest]) == {config.digest: config.data}
+        assert [auth for _m, _p, auth in storage.requests_seen] == [""]
