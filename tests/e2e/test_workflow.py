@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import tarfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +95,20 @@ def start(commit: str, branch: str = "main") -> dict[str, str]:
 
 
 def test_success_builds_both_platforms_in_parallel_and_publishes_one_index(
-    local_run: LocalWorkflowRun, commit: str
+    local_run: LocalWorkflowRun, commit: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # GIVEN builds that each wait, once running, until the other build runs too: builds
+    # dispatched one after the other never meet there, so the execution fails (the
+    # barrier's timeout) instead of passing on a lucky schedule.
+    both_running = threading.Barrier(2, timeout=60)
+    run_script = local_run.codebuild._run_script
+
+    def meet_then_run(*args: Any, **kwargs: Any) -> str:
+        both_running.wait()
+        return run_script(*args, **kwargs)
+
+    monkeypatch.setattr(local_run.codebuild, "_run_script", meet_then_run)
+
     # WHEN a push of the main branch runs the synthesized workflow
     report = local_run.execute(start(commit))
 
@@ -108,6 +121,9 @@ def test_success_builds_both_platforms_in_parallel_and_publishes_one_index(
     (amd64,) = report.intervals("Build amd64")
     (arm64,) = report.intervals("Build arm64")
     assert max(amd64[0], arm64[0]) < min(amd64[1], arm64[1]), (amd64, arm64)
+    # Both builds started before either ended, by CodeBuild's own build times too.
+    assert len(report.builds) == 2
+    assert max(b["StartTime"] for b in report.builds) < min(b["EndTime"] for b in report.builds)
 
     # AND the commit tag and latest hold one index with both platforms and their attestations
     short = commit[:7]
