@@ -125,8 +125,20 @@ def test_unsupported_parameters_and_secrets_are_refused(codebuild: LocalCodeBuil
         )
 
 
-def test_stop_all_stops_a_running_build_and_its_commands(codebuild: LocalCodeBuild) -> None:
-    spec = project({"build": {"commands": ["sleep 30 & wait"]}})
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie left for a non-reaping init counts as ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_stop_all_stops_a_running_build_and_its_commands(
+    codebuild: LocalCodeBuild, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "sleep.pid"
+    spec = project({"build": {"commands": [f"sleep 30 & echo $! > {pid_file}; wait"]}})
     outcome: list[BaseException] = []
 
     def build() -> None:
@@ -136,13 +148,25 @@ def test_stop_all_stops_a_running_build_and_its_commands(codebuild: LocalCodeBui
             outcome.append(e)
 
     thread = threading.Thread(target=build)
-    started = time.monotonic()
     thread.start()
-    time.sleep(0.5)
+    # Stop only once the build's command runs (a fixed pause races a loaded machine).
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        assert time.monotonic() < deadline, "the build's command never started"
+        time.sleep(0.02)
+    sleep_pid = int(pid_file.read_text())
+    assert _alive(sleep_pid)
+    started = time.monotonic()
     codebuild.stop_all()
-    thread.join(timeout=10)
+    thread.join(timeout=20)
 
-    assert time.monotonic() - started < 10
+    assert not thread.is_alive()
+    assert time.monotonic() - started < 20
     (failed,) = outcome
     assert isinstance(failed, BuildFailed)
     assert failed.build["BuildStatus"] == "STOPPED"
+    # The command the build started was stopped with it, not left running.
+    deadline = time.monotonic() + 5
+    while _alive(sleep_pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(sleep_pid)
