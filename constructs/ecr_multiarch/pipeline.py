@@ -484,6 +484,23 @@ class MultiArchImagePipeline(Construct):
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
         alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
+        # CloudWatch publishes an alarm action as its service principal, which only the topic
+        # policy can allow. A topic policy (enforce_ssl writes one) replaces SNS's default
+        # policy that allowed the account's services, so without this statement the alarm
+        # action fails with "not authorized to perform: SNS:Publish". Limited to this alarm.
+        # (An imported topic's policy cannot be changed here; its owner must allow the alarm.)
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowFailedExecutionsAlarm",
+                actions=["sns:Publish"],
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                resources=[self.topic.topic_arn],
+                conditions={
+                    "ArnLike": {"aws:SourceArn": alarm.alarm_arn},
+                    "StringEquals": {"aws:SourceAccount": Stack.of(self).account},
+                },
+            )
+        )
         return alarm
 
 

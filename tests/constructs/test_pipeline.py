@@ -323,6 +323,41 @@ def test_alarm_on_failed_or_timed_out_executions_notifies_the_topic(synth: Synth
             assert dimension["Value"] == {"Ref": state_machine}
 
 
+@pytest.mark.parametrize("name", ["hello", "byo"])
+def test_topic_policy_lets_the_alarm_publish(synth: Synth, name: str) -> None:
+    # CloudWatch publishes alarm actions as its service principal; a topic policy replaces
+    # SNS's default one, so it must allow this alarm itself (the TLS-only deny is not enough).
+    pipeline: MultiArchImagePipeline = getattr(synth, name)
+    topic = synth.logical_id(pipeline.topic)
+    (policy,) = (
+        resource["Properties"]["PolicyDocument"]
+        for resource in synth.raw["Resources"].values()
+        if resource["Type"] == "AWS::SNS::TopicPolicy"
+        and resource["Properties"]["Topics"] == [{"Ref": topic}]
+    )
+    allows = [
+        statement
+        for statement in policy["Statement"]
+        if statement["Effect"] == "Allow"
+        and statement["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    ]
+    assert allows == [
+        {
+            "Sid": "AllowFailedExecutionsAlarm",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudwatch.amazonaws.com"},
+            "Action": "sns:Publish",
+            "Resource": {"Ref": topic},
+            "Condition": {
+                "ArnLike": {
+                    "aws:SourceArn": {"Fn::GetAtt": [synth.logical_id(pipeline.alarm), "Arn"]}
+                },
+                "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+            },
+        }
+    ]
+
+
 def test_state_machine_role_may_publish_the_notification_and_the_event(synth: Synth) -> None:
     topic = synth.logical_id(synth.hello.topic)
     synth.template.has_resource_properties(
