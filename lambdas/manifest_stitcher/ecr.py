@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from .errors import (
     StitchError,
     TagImmutable,
     UnsupportedMediaType,
+    redact_query,
 )
 
 if TYPE_CHECKING:
@@ -105,6 +107,24 @@ def dns_suffix(region: str) -> str:
     return "amazonaws.com"
 
 
+class _RedactSignedUrls(logging.Filter):
+    """Keeps pre-signed URLs' signatures out of urllib3's "Retrying ..." warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact the query of every string argument; never drops a record."""
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_query(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def _keep_signed_urls_out_of_logs() -> None:
+    # urllib3 logs the URL (query included) of every retried download at WARNING,
+    # which the Lambda runtime writes to CloudWatch.
+    pool_logger = logging.getLogger("urllib3.connectionpool")
+    if not any(isinstance(f, _RedactSignedUrls) for f in pool_logger.filters):
+        pool_logger.addFilter(_RedactSignedUrls())
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -165,6 +185,7 @@ class EcrRegistry:
         # Requests carry registryId only when the caller gave one (else: the caller's account).
         self._requested_registry = {"registryId": registry_id} if registry_id else {}
         self._max_workers = max(1, max_workers)
+        _keep_signed_urls_out_of_logs()
         self._http = http or urllib3.PoolManager(
             maxsize=max(1, max_workers),
             retries=urllib3.Retry(
@@ -451,7 +472,11 @@ class EcrRegistry:
         try:
             reply = self._http.request("GET", url, preload_content=False)
         except urllib3.exceptions.HTTPError as e:
-            raise RegistryUnavailable(f"download of blob {digest} failed: {e}") from e
+            # Not chained: urllib3's message holds the pre-signed URL (a credential), and
+            # a chained cause would be logged with the traceback.
+            raise RegistryUnavailable(
+                f"download of blob {digest} failed: {redact_query(str(e))}"
+            ) from None
         try:
             if reply.status != 200:
                 raise RegistryUnavailable(f"download of blob {digest} answered HTTP {reply.status}")

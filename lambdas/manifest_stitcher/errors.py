@@ -7,7 +7,17 @@ by name. Every message names the bad value and what was expected.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+
+# A URL's query string (``?a=b&...``): pre-signed blob URLs (S3, CloudFront) carry
+# their signature, credential and session token there.
+_QUERY = re.compile(r"\?[^\s'\"()<>]*=[^\s'\"()<>]*")
+
+
+def redact_query(text: str) -> str:
+    """``text`` with every URL query string replaced, so no pre-signed URL reaches a message."""
+    return _QUERY.sub("?<query redacted>", text)
 
 
 class StitchError(Exception):

@@ -50,6 +50,7 @@ from .errors import (
     StitchError,
     TagImmutable,
     UnsupportedMediaType,
+    redact_query,
 )
 
 ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
@@ -556,19 +557,22 @@ class OciRegistry:
                 # --insecure against a registry that speaks plain HTTP.
                 self._scheme = "http"
                 return self._send(method, path, headers, data)
+            # Redacted: after a redirect the URL may be a pre-signed storage URL.
             raise RegistryUnavailable(
-                f"registry {self._host}: TLS failed ({e}); use --insecure for a registry "
-                "with a self-signed certificate or without TLS"
+                f"registry {self._host}: TLS failed ({redact_query(str(e))}); use --insecure "
+                "for a registry with a self-signed certificate or without TLS"
             ) from e
         except (requests.ConnectionError, requests.Timeout) as e:
             reason = e.args[0] if e.args else e
             reason = getattr(reason, "reason", reason)
             raise RegistryUnavailable(
                 f"registry {self._host} is unreachable after {self._retries + 1} attempts "
-                f"({method} {self._url(path)}): {reason}"
+                f"({method} {self._url(path)}): {redact_query(str(reason))}"
             ) from e
         except requests.RequestException as e:
-            raise RegistryUnavailable(f"registry {self._host}: {method} failed: {e}") from e
+            raise RegistryUnavailable(
+                f"registry {self._host}: {method} failed: {redact_query(str(e))}"
+            ) from e
 
     def _request(
         self,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import traceback
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
@@ -13,6 +15,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from ecr_multiarch.local.images import Image, build_image, build_index
+from ecr_multiarch.local.registry import free_port
 from manifest_stitcher.contract import (
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
@@ -349,6 +352,31 @@ def test_blob_download_that_keeps_failing_is_registry_unavailable(
     )
     with pytest.raises(RegistryUnavailable, match="HTTP 403"):
         EcrRegistry("hello", client=client).get_blobs([config.digest])
+
+
+def test_a_failed_download_keeps_the_presigned_url_out_of_the_error_and_the_logs(
+    client: Any, stubber: Stubber, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN a pre-signed URL (its query is a credential) that cannot be reached
+    config = AMD64.blobs[0]
+    signed = (
+        f"http://127.0.0.1:{free_port()}/layer?X-Amz-Credential=AKIDEXAMPLE%2F20261127"
+        "&X-Amz-Security-Token=SESSIONTOKEN&X-Amz-Signature=SIGNATURE"
+    )
+    stubber.add_response(
+        "get_download_url_for_layer",
+        {"downloadUrl": signed, "layerDigest": config.digest},
+        {"repositoryName": "hello", "layerDigest": config.digest},
+    )
+    # WHEN the download fails after its retries
+    with caplog.at_level(logging.WARNING), pytest.raises(RegistryUnavailable) as raised:
+        EcrRegistry("hello", client=client).get_blobs([config.digest])
+    # THEN neither the error (with its traceback) nor urllib3's retry warnings hold it
+    written = "".join(traceback.format_exception(raised.value)) + caplog.text
+    assert "Retrying" in caplog.text
+    assert config.digest in str(raised.value)
+    for secret in ("AKIDEXAMPLE", "SESSIONTOKEN", "SIGNATURE"):
+        assert secret not in written
 
 
 def test_every_missing_blob_is_named(client: Any) -> None:

@@ -159,7 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if front.redirect_blobs_to and self.command == "GET" and "/blobs/sha256:" in path:
             # Like Docker Hub, ECR or GHCR: blobs are served from a storage host.
-            self._reply(307, {"Location": f"http://{front.redirect_blobs_to}{self.path}"})
+            self._reply(307, {"Location": f"{front.redirect_blobs_to}{self.path}"})
             return
         headers = {k: v for k, v in self.headers.items() if k in {"Accept", "Content-Type"}}
         upstream = requests.request(

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
+import ssl
+import subprocess
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -201,3 +206,39 @@ def test_is_ecr_host() -> None:
     assert is_ecr_host("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn")
     assert not is_ecr_host("public.ecr.aws")
     assert not is_ecr_host("12345.dkr.ecr.eu-west-1.amazonaws.com")
+
+
+@pytest.fixture
+def untrusted_tls(tmp_path: Path) -> Iterator[str]:
+    """``https://127.0.0.1:<port>`` served with a self-signed certificate nobody trusts."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_tls_error_on_a_presigned_blob_url_does_not_print_its_signature(
+    front: authproxy.AuthFront, pusher: RegistryPusher, repository: str, untrusted_tls: str
+) -> None:
+    # GIVEN a registry that redirects blob GETs to a pre-signed URL whose TLS fails
+    image = build_image({"a": b"tls"}, AMD64)
+    pusher.push_image(repository, image, tag="amd64")
+    front.redirect_blobs_to = f"{untrusted_tls}/layer?X-Amz-Signature=SIGNATURE&path="
+    oci = OciRegistry(front.host, repository, backoff=0.01)
+    # WHEN the config is read, THEN the error names the TLS failure but not the signature
+    with pytest.raises(RegistryUnavailable, match="TLS failed") as raised:
+        oci.get_blobs([image.blobs[0].digest])
+    assert "SIGNATURE" not in str(raised.value)

@@ -288,7 +288,7 @@ def test_blobs_redirected_to_storage_are_fetched_without_the_registry_credential
     pusher.push_image(repository, image, tag="s390x")
     storage = authproxy.AuthFront(upstream=registry.url, refuse_authorization=True)
     for served in authproxy.serve(storage):
-        front.redirect_blobs_to = served.host
+        front.redirect_blobs_to = f"http://{served.host}"
         adapter = OciRegistry(front.host, repository, auth=(front.username, front.password))
         # WHEN the config is read, THEN it arrives verified, and the token stayed home
         config = image.blobs[0]
