@@ -242,11 +242,16 @@ def _handler_class(services: _Services) -> type[BaseHTTPRequestHandler]:
                     "cause": f"local stand-in failed: {e!r}\n" + traceback.format_exc(),
                 }
             data = json.dumps(body, default=str).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                # The runner is gone (its execution ended, or the run was stopped) and no
+                # longer waits for this task's answer.
+                pass
 
         def log_message(self, format: str, *args: object) -> None:
             pass  # the report and the demo show what happened
