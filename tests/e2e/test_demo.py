@@ -7,8 +7,11 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
+import pytest
 import requests
 
 from ecr_multiarch.local.workflow import Workflow
@@ -55,25 +58,76 @@ def test_a_failing_build_makes_the_demo_fail_with_the_notification(hello_app: Wo
     assert "FAILED: the workflow failed: States.TaskFailed" in output
 
 
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid → (parent pid, start time) of every process on the machine."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # ended while listed
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z":  # a zombie has ended (a non-reaping init may leave it)
+            table[int(entry.name)] = (int(fields[1]), fields[19])
+    return table
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    """pid → start time of every running descendant of ``pid``."""
+    table = _processes()
+    found: dict[int, str] = {}
+    parents = [pid]
+    while parents:
+        parent = parents.pop()
+        for child, (ppid, started) in table.items():
+            if ppid == parent and child not in found:
+                found[child] = started
+                parents.append(child)
+    return found
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "?"
+
+
 def test_ctrl_c_stops_everything_the_demo_started(hello_app: Workflow) -> None:
     process = demo(hello_app)
     assert process.stdout is not None
-    registry_url = None
-    for line in process.stdout:
-        if line.startswith("registry"):
-            registry_url = line.split()[1]
-        if "▶ Build" in line:
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout or ()), daemon=True)
+    reader.start()
+    # Every process the demo starts (registry, Lambda worker, Node runner, builds and their
+    # commands) is recorded until it is interrupted while a build runs.
+    started: dict[int, tuple[str, str]] = {}
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        for pid, at in _descendants(process.pid).items():
+            started.setdefault(pid, (at, _command(pid)))
+        if any("buildspec.sh" in command for _, command in started.values()):
             break
-    assert registry_url is not None
+        time.sleep(0.01)
+    assert process.poll() is None, "".join(lines)
+    assert any("runner.js" in command for _, command in started.values()), started
+    registry_url = next(line.split()[1] for line in lines if line.startswith("registry"))
     process.send_signal(signal.SIGINT)
-    rest, _ = process.communicate(timeout=60)
+    process.wait(timeout=60)
+    reader.join(timeout=10)
+    output = "".join(lines)
 
-    assert process.returncode == 130
-    assert "interrupted; everything the demo started is stopped" in rest
-    time.sleep(0.2)
-    try:
+    assert process.returncode == 130, output
+    assert "interrupted; everything the demo started is stopped" in output
+    assert "Traceback" not in output
+    with pytest.raises(requests.ConnectionError):
         requests.get(f"{registry_url}/v2/", timeout=2)
-        still_up = True
-    except requests.ConnectionError:
-        still_up = False
-    assert not still_up, "the registry outlived the demo"
+    running = _processes()
+    left = {
+        pid: command
+        for pid, (at, command) in started.items()
+        if pid in running and running[pid][1] == at
+    }
+    assert left == {}, "processes outlived the demo"
