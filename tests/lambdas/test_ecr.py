@@ -153,6 +153,24 @@ def test_one_batch_get_image_reads_every_child_with_all_four_media_types(
     assert registry.registry_id == ACCOUNT
 
 
+@pytest.mark.parametrize("answers", ["one entry per id", "one entry for both ids"])
+def test_the_same_image_by_tag_and_by_digest_is_asked_for_once_each_and_answers_both(
+    client: Any, stubber: Stubber, answers: str
+) -> None:
+    # ECR may answer the two ids of one image with one entry that names both.
+    both = [image_entry(ARM64, tag="v1-arm64")]
+    if answers == "one entry per id":
+        both.append(image_entry(ARM64))
+    stubber.add_response(
+        "batch_get_image",
+        {"images": both, "failures": []},
+        batch_get_params([{"imageTag": "v1-arm64"}, {"imageDigest": ARM64.digest}]),
+    )
+    refs = [ImageRef(tag="v1-arm64"), ImageRef(digest=ARM64.digest)]
+    fetched = EcrRegistry("hello", client=client).get_manifests(refs)
+    assert [(f.ref, f.digest) for f in fetched] == [(r, ARM64.digest) for r in refs]
+
+
 def test_given_registry_id_is_sent_with_every_call(client: Any, stubber: Stubber) -> None:
     other = "210987654321"
     stubber.add_response(
