@@ -27,6 +27,7 @@ import os
 import re
 import subprocess
 import threading
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InsecureRequestWarning
 from urllib3.util.retry import Retry
 
 from .contract import (
@@ -398,6 +400,10 @@ class OciRegistry:
         self._api_host = "registry-1.docker.io" if host in DOCKER_HUB_HOSTS else host
         self._repository = repository
         self._insecure = insecure
+        if insecure:
+            # Unverified TLS was asked for; urllib3 would warn about it on stderr,
+            # around the command line's one-line output.
+            warnings.filterwarnings("ignore", category=InsecureRequestWarning)
         self._scheme = "http" if is_loopback(host) or insecure else "https"
         self._tls_fallback = insecure and not is_loopback(host)
         if self._tls_fallback:

@@ -6,13 +6,14 @@ import http.server
 import ssl
 import subprocess
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from requests.adapters import BaseAdapter
+from requests.adapters import BaseAdapter, HTTPAdapter
 
 from ecr_multiarch.local.images import RegistryPusher, build_image, build_index
 from ecr_multiarch.local.registry import LocalRegistry
@@ -242,3 +243,29 @@ def test_a_tls_error_on_a_presigned_blob_url_does_not_print_its_signature(
     with pytest.raises(RegistryUnavailable, match="TLS failed") as raised:
         oci.get_blobs([image.blobs[0].digest])
     assert "SIGNATURE" not in str(raised.value)
+
+
+class _RegistryTestTo(HTTPAdapter):
+    """Sends what is addressed to https://registry.test to ``target`` (no DNS, no network)."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.target = target
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        """Rewrite the URL, then send."""
+        assert request.url is not None
+        request.url = request.url.replace("https://registry.test", self.target)
+        return super().send(request, **kwargs)
+
+
+def test_insecure_tls_is_not_warned_about_on_every_request(untrusted_tls: str) -> None:
+    session = requests.Session()
+    session.mount("https://registry.test", _RegistryTestTo(untrusted_tls))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        oci = OciRegistry("registry.test", "hello", insecure=True, session=session, retries=0)
+        # the request got through the unverified TLS (the server there is no registry)
+        with pytest.raises(RegistryUnavailable, match="HTTP 501"):
+            oci.fetch("v1")
+    assert [str(w.message) for w in caught] == []
