@@ -141,8 +141,10 @@ class PlatformBuild(Construct):
     ``<commit>-<slug>``, and exports ``IMAGE_DIGEST``, ``IMAGE_TAGS``, ``SOURCE_COMMIT`` and
     ``IMAGE_TAG``. When ``<commit>-<slug>`` is already in the repository (a re-run), it
     exports that image's digest instead of rebuilding: the tag is immutable, and the index
-    stitched from it must stay the same. Use it alone (start builds with ``COMMIT_SHA``) or
-    as a Step Functions task through :meth:`task`.
+    stitched from it must stay the same. So it does when its push is refused because a
+    concurrent execution for the same commit (a branch and a tag push) pushed the tag first.
+    Use it alone (start builds with ``COMMIT_SHA``) or as a Step Functions task through
+    :meth:`task`.
     """
 
     def __init__(
@@ -462,9 +464,23 @@ def default_build_spec(
                     "  docker buildx create --use --name ecr-multiarch --driver docker-container"
                     ' --driver-opt image="$BUILDKIT_IMAGE" || docker buildx use ecr-multiarch'
                     " || exit 1\n"
-                    f"  docker buildx build {' '.join(build_flags)} || exit 1\n"
-                    '  EXPORTS="$(python3 "$HELPER" digest "$METADATA_FILE")" || exit 1\n'
-                    '  eval "$EXPORTS"\n'
+                    # The push fails when a concurrent execution for the same commit (a branch
+                    # push and a tag push of one commit) pushed the immutable <commit>-<slug>
+                    # tag first: then that image is used, as a re-run would use it.
+                    f"  if docker buildx build {' '.join(build_flags)}; then\n"
+                    '    EXPORTS="$(python3 "$HELPER" digest "$METADATA_FILE")" || exit 1\n'
+                    '    eval "$EXPORTS"\n'
+                    "  else\n"
+                    f'    FOUND="$(aws ecr batch-get-image {ecr_args}'
+                    ' --image-ids imageTag="$IMAGE_TAG"'
+                    f' --accepted-media-types {_MANIFEST_TYPES} --output json)" || exit 1\n'
+                    '    EXPORTS="$(printf \'%s\' "$FOUND" | python3 "$HELPER" existing)"'
+                    " || exit 1\n"
+                    '    eval "$EXPORTS"\n'
+                    '    [ -n "$IMAGE_DIGEST" ] || exit 1\n'
+                    '    echo "$IMAGE_TAG was pushed meanwhile as $IMAGE_DIGEST;'
+                    ' using that image"\n'
+                    "  fi\n"
                     # Pin the cache manifest with a tag of its own, so that it is never left
                     # untagged when the next build moves buildcache-<slug>: the lifecycle rules
                     # then expire it by tag, and no rule ever has to select untagged images.

@@ -168,7 +168,7 @@ def test_buildspec_pushes_with_the_registry_cache_and_provenance(synth: dict) ->
     )
     assert '--provenance="$PROVENANCE"' in build
     assert '--metadata-file "$METADATA_FILE"' in build
-    assert re.search(r"--push examples/hello \|\| exit 1$", build), build
+    assert re.search(r"--push examples/hello; then$", build), build
 
 
 def test_buildspec_passes_target_dockerfile_and_quoted_build_args(synth: dict) -> None:
@@ -199,6 +199,9 @@ case "$1 $2" in
         '"imageManifest":"{\"schemaVersion\":2}","imageManifestMediaType":"'"$OCI_MANIFEST"'"'
     elif [ -n "$FAKE_EXISTING" ]; then
       echo "{\"images\":[{\"imageId\":{\"imageDigest\":\"$FAKE_EXISTING\"}}],\"failures\":[]}"
+    elif [ -n "$FAKE_PUSHED_MEANWHILE" ] && [ -e "$FAKE_LOG.pushed" ]; then
+      DIGEST="$FAKE_PUSHED_MEANWHILE"
+      echo "{\"images\":[{\"imageId\":{\"imageDigest\":\"$DIGEST\"}}],\"failures\":[]}"
     else
       echo '{"images":[],"failures":[{"failureCode":"ImageNotFound"}]}'
     fi ;;
@@ -211,6 +214,9 @@ FAKE_DOCKER = r"""#!/bin/bash
 echo "docker $*" >> "$FAKE_LOG"
 [ "$1" = login ] && cat > /dev/null
 if [ "$1 $2" = "buildx build" ]; then
+  # A concurrent execution pushes the immutable tag first: this push is refused.
+  [ -n "$FAKE_PUSHED_MEANWHILE" ] && touch "$FAKE_LOG.pushed"
+  [ -n "$FAKE_PUSHED_MEANWHILE$FAKE_BUILD_FAILS" ] && exit 1
   while [ $# -gt 0 ]; do
     [ "$1" = --metadata-file ] && printf '{"containerimage.digest": "%s"}' "$FAKE_PUSHED" > "$2"
     shift
@@ -321,6 +327,46 @@ def test_rerun_reuses_the_pushed_image_instead_of_rebuilding(
     assert values["IMAGE_DIGEST"] == EXISTING
     assert not [c for c in calls if c.startswith("docker buildx")]
     assert "not rebuilding" in result.stdout
+
+
+def test_push_refused_because_a_concurrent_execution_pushed_the_tag_uses_that_image(
+    synth: dict, fakes: Path, tmp_path: Path
+) -> None:
+    # GIVEN a branch push and a tag push of one commit, whose builds both miss the
+    # per-platform tag at first; the other one pushes it first, so this push is refused.
+    result, calls, values = run_buildspec(
+        synth,
+        "BuildAmd64",
+        fakes,
+        tmp_path,
+        ("pre_build", "build"),
+        COMMIT_SHA=COMMIT,
+        GIT_TAG="v1.0",
+        FAKE_PUSHED_MEANWHILE=EXISTING,
+    )
+    # THEN the build exports the image now behind the immutable tag, like a re-run.
+    assert result.returncode == 0, result.stderr
+    assert values["IMAGE_DIGEST"] == EXISTING
+    assert values["IMAGE_TAGS"] == '["3f2a1bc", "v1.0", "stable"]'
+    assert "3f2a1bc-amd64 was pushed meanwhile as " + EXISTING in result.stdout
+    lookups = [c for c in calls if "batch-get-image" in c and "imageTag=3f2a1bc-amd64" in c]
+    assert len(lookups) == 2
+
+
+def test_failed_build_fails_when_nobody_pushed_the_tag(
+    synth: dict, fakes: Path, tmp_path: Path
+) -> None:
+    result, _, values = run_buildspec(
+        synth,
+        "BuildAmd64",
+        fakes,
+        tmp_path,
+        ("pre_build", "build"),
+        COMMIT_SHA=COMMIT,
+        FAKE_BUILD_FAILS="1",
+    )
+    assert result.returncode != 0
+    assert not values.get("IMAGE_DIGEST")
 
 
 def test_emulated_build_installs_qemu_before_buildx(
