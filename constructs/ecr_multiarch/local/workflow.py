@@ -9,8 +9,10 @@ projects and Lambda functions its tasks call.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -65,18 +67,30 @@ def synthesize(
     command = [str(cdk), "synth", "--quiet", "--no-notices", "--output", str(outdir)]
     for key, value in (context or {}).items():
         command += ["--context", f"{key}={value}"]
-    done = subprocess.run(  # noqa: S603 - the project's own CDK CLI
+    # A session of its own: cdk runs the app (python app.py and jsii's node) in processes
+    # of its own, which must stop with it when the synth is interrupted or times out.
+    process = subprocess.Popen(  # noqa: S603 - the project's own CDK CLI
         command,
         cwd=project_dir,
         env=tool_environment(project_dir),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        check=False,
+        start_new_session=True,
     )
-    if done.returncode != 0:
+    try:
+        _, stderr = process.communicate(timeout=timeout)
+    except BaseException as e:
+        # Not yet waited for, so the group id is still this process's own.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        if isinstance(e, subprocess.TimeoutExpired):
+            raise SynthError(f"cdk synth did not finish within {timeout:.0f} s") from e
+        raise
+    if process.returncode != 0:
         raise SynthError(
-            f"cdk synth failed with exit status {done.returncode}:\n{done.stderr[-4000:]}"
+            f"cdk synth failed with exit status {process.returncode}:\n{stderr[-4000:]}"
         )
     return outdir
 
