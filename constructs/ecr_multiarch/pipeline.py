@@ -131,7 +131,8 @@ class MultiArchImagePipeline(Construct):
         :param notification_topic: where failures and the alarm are sent.
             Default: a new SNS topic that only accepts TLS.
         :param event_bus: where the image event goes. Default: the account's default bus.
-        :param timeout: the execution timeout (up to 365 days). Default: 2 hours.
+        :param timeout: the execution timeout (up to 365 days). Default: 2 hours, or 4 hours
+            with an emulated platform (its build may take up to 3 hours).
         :param log_retention: how long execution logs are kept. Default: three months.
         """
         super().__init__(scope, id)
@@ -206,7 +207,10 @@ class MultiArchImagePipeline(Construct):
             "StateMachine",
             definition_body=sfn.DefinitionBody.from_chainable(self._definition()),
             state_machine_type=sfn.StateMachineType.STANDARD,
-            timeout=timeout or Duration.hours(2),
+            # Longer than the slowest build's own timeout (1 hour native, 3 hours emulated),
+            # so that a build ends by its timeout, not by the execution's.
+            timeout=timeout
+            or (Duration.hours(2) if all(p.native for p in platforms) else Duration.hours(4)),
             tracing_enabled=True,
             logs=sfn.LogOptions(
                 destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True

@@ -305,6 +305,25 @@ def test_state_machine_logs_everything_traces_and_times_out(synth: Synth) -> Non
     assert synth.definition(synth.emulated)["TimeoutSeconds"] == 5400
 
 
+def test_default_timeout_outlasts_an_emulated_build() -> None:
+    # An emulated build may run for 3 hours: the execution must not time out before it.
+    stack = cdk.Stack(cdk.App(), "EmulatedTimeout")
+    pipeline = MultiArchImagePipeline(
+        stack,
+        "Slow",
+        source=Source.manual(codebuild.Source.git_hub(owner="octo", repo="hello")),
+        platforms=[Platform.LINUX_AMD64, Platform.LINUX_S390X],
+    )
+    project = pipeline.builds["s390x"].project.node.default_child
+    assert isinstance(project, codebuild.CfnProject)
+    build_timeout = project.timeout_in_minutes
+    assert isinstance(build_timeout, int | float)
+    definition = Template.from_stack(stack).find_resources("AWS::StepFunctions::StateMachine")
+    (state_machine,) = definition.values()
+    text = resolve(state_machine["Properties"]["DefinitionString"], {})
+    assert json.loads(text)["TimeoutSeconds"] == 4 * 3600 > build_timeout * 60
+
+
 def test_alarm_on_failed_or_timed_out_executions_notifies_the_topic(synth: Synth) -> None:
     alarm = synth.logical_id(synth.hello.alarm)
     resource = synth.raw["Resources"][alarm]["Properties"]
