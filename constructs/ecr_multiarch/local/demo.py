@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -398,10 +399,19 @@ class Demo:
 
     def close(self) -> None:
         """Stop the runner, the Lambda worker, the services and the registry."""
-        if self.run is not None:
-            self.run.close()
-            self.run = None
-        self.registry.stop()
+        # A second Ctrl-C while stopping must not cut the stopping short (it would leave
+        # the registry running); signal handlers can only be set from the main thread.
+        main = threading.current_thread() is threading.main_thread()
+        held = [signal.SIGINT, signal.SIGTERM] if main else []
+        previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in held}
+        try:
+            if self.run is not None:
+                self.run.close()
+                self.run = None
+            self.registry.stop()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 def run_demo(args: argparse.Namespace) -> int:
