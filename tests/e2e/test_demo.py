@@ -115,6 +115,8 @@ def test_ctrl_c_stops_everything_the_demo_started(hello_app: Workflow) -> None:
     assert any("runner.js" in command for _, command in started.values()), started
     registry_url = next(line.split()[1] for line in lines if line.startswith("registry"))
     process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)  # an impatient second Ctrl-C, while it stops
     process.wait(timeout=60)
     reader.join(timeout=10)
     output = "".join(lines)
