@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from ecr_multiarch.local.demo import stitch_result, verify_with_skopeo
+from ecr_multiarch.local.execution import LocalWorkflowRun
 from ecr_multiarch.local.workflow import Workflow
 
 
@@ -133,3 +135,33 @@ def test_ctrl_c_stops_everything_the_demo_started(hello_app: Workflow) -> None:
         if pid in running and running[pid][1] == at
     }
     assert left == {}, "processes outlived the demo"
+
+
+def test_the_skopeo_check_finds_an_index_that_disagrees(
+    local_run: LocalWorkflowRun, commit: str
+) -> None:
+    report = local_run.execute({"commit": commit, "branch": "main", "gitTag": ""})
+    result = stitch_result(report)
+    assert verify_with_skopeo(local_run.registry, result) == []
+
+    # A result whose index digest is not what the tags hold.
+    wrong_index = {**result, "digest": "sha256:" + "0" * 64}
+    problems = verify_with_skopeo(local_run.registry, wrong_index)
+    assert len(problems) == len(result["tags"])
+    assert all(f"expected the index sha256:{'0' * 64}" in p for p in problems)
+
+    # A result that gives each platform the other platform's image.
+    images = [m for m in result["manifests"] if m["platform"]["os"] != "unknown"]
+    assert len(images) == 2
+    first, second = images
+    swapped = {
+        **result,
+        "manifests": [
+            {**first, "digest": second["digest"]},
+            {**second, "digest": first["digest"]},
+        ],
+    }
+    problems = verify_with_skopeo(local_run.registry, swapped)
+    assert sorted(p.split(":", 1)[0] for p in problems) == sorted(
+        f"{m['platform']['os']}/{m['platform']['architecture']}" for m in images
+    )
