@@ -35,19 +35,26 @@ def test_an_interrupted_synth_stops_the_app_it_started(tmp_path: Path) -> None:
     outdir = tmp_path / "cdk.out"
     seen: dict[int, str] = {}
     main = threading.get_ident()
+    synthesizing = threading.Event()
+    synthesizing.set()
 
     def interrupt_once_the_app_runs() -> None:
-        deadline = time.monotonic() + 120
-        while not seen and time.monotonic() < deadline:
+        # Only while synthesize runs: a stray SIGINT later would stop the whole test session.
+        while synthesizing.is_set():
             seen.update(app_processes(outdir))
+            if seen:
+                signal.pthread_kill(main, signal.SIGINT)  # a Ctrl-C while the app synthesizes
+                return
             time.sleep(0.02)
-        signal.pthread_kill(main, signal.SIGINT)  # a Ctrl-C while the app synthesizes
 
     watcher = threading.Thread(target=interrupt_once_the_app_runs)
     watcher.start()
-    with pytest.raises(KeyboardInterrupt):
-        synthesize(outdir)
-    watcher.join()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            synthesize(outdir)
+    finally:
+        synthesizing.clear()
+        watcher.join()
 
     assert seen, "the CDK app never started"
     assert app_processes(outdir) == {}
