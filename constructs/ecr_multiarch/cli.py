@@ -41,7 +41,7 @@ examples:
       --image sha256:<64 hex>=linux/amd64 --image sha256:<64 hex>=linux/arm/v7 \\
       --tag latest --json
 
-  # the Lambda event (DESIGN.md's stitch contract), from a file or stdin
+  # the Lambda event (the README's stitch contract), from a file or stdin
   {PROG} stitch --event event.json --registry 127.0.0.1:5000
 
 exit codes: 0 ok, 2 invalid request, 3 image not found, 4 platform conflict or
