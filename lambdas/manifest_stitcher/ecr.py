@@ -10,7 +10,6 @@ because every import here is paid on each cold start of the function.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -24,6 +23,7 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from .contract import MANIFEST_MEDIA_TYPES, FetchedManifest, ImageRef, StitchedIndex
+from .core import sha256_digest
 from .errors import (
     ImageNotFound,
     InvalidStitchRequest,
@@ -128,10 +128,6 @@ def _keep_signed_urls_out_of_logs() -> None:
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _describe_ref(ref: ImageRef) -> str:
@@ -436,7 +432,7 @@ class EcrRegistry:
 
     def _fetched(self, ref: ImageRef, image: Any) -> FetchedManifest:
         body = str(image["imageManifest"]).encode("utf-8")
-        digest = _sha256(body)
+        digest = sha256_digest(body)
         reported = image.get("imageId", {}).get("imageDigest", digest)
         if digest != reported:
             raise UnsupportedMediaType(
@@ -487,9 +483,9 @@ class EcrRegistry:
             raise UnsupportedMediaType(
                 f"blob {digest} is larger than {MAX_BLOB_BYTES} bytes; not an image config"
             )
-        if _sha256(data) != digest:
+        if sha256_digest(data) != digest:
             raise RegistryUnavailable(
-                f"blob {digest} downloaded with sha256 {_sha256(data)}: corrupted in transit"
+                f"blob {digest} downloaded with sha256 {sha256_digest(data)}: corrupted in transit"
             )
         return data
 

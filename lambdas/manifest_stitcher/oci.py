@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import ipaddress
 import json
 import os
@@ -45,6 +44,7 @@ from .contract import (
     ImageRef,
     StitchedIndex,
 )
+from .core import sha256_digest
 from .errors import (
     ImageNotFound,
     InvalidStitchRequest,
@@ -103,10 +103,6 @@ def is_loopback(host: str) -> bool:
 def is_ecr_host(host: str) -> bool:
     """True for an ECR private registry endpoint ``<account>.dkr.ecr.<region>.amazonaws.com``."""
     return ECR_HOST.match(host) is not None
-
-
-def _sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _error_codes(response: requests.Response) -> list[tuple[str, str]]:
@@ -633,7 +629,7 @@ class OciRegistry:
                 f"{reference}: manifest of {len(body)} bytes, more than the "
                 f"{MAX_MANIFEST_BYTES} a manifest may have"
             )
-        digest = _sha256(body)
+        digest = sha256_digest(body)
         if ref.digest is not None and digest != ref.digest:
             raise RegistryUnavailable(
                 f"registry {self._host} returned bytes for {ref.digest} whose sha256 is {digest}"
@@ -656,10 +652,10 @@ class OciRegistry:
             )
         self._check(response, what=f"blob {digest}")
         body = response.content
-        if _sha256(body) != digest:
+        if sha256_digest(body) != digest:
             raise RegistryUnavailable(
                 f"registry {self._host} returned bytes for blob {digest} whose sha256 is "
-                f"{_sha256(body)}"
+                f"{sha256_digest(body)}"
             )
         return body
 

@@ -8,7 +8,6 @@ calls made from a thread pool take their responses in any order.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import logging
 import sys
@@ -209,11 +208,6 @@ class BlobServer:
             server.shutdown()
             server.server_close()
             thread.join(timeout=5)
-
-
-def sha256(data: bytes) -> str:
-    """``sha256:<hex>``."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 NAMESPACE = "EcrMultiarchTest"

@@ -19,6 +19,7 @@ from botocore.stub import ANY, Stubber
 from ecr_multiarch.local.images import RegistryPusher, build_image, build_index
 from ecr_multiarch.local.registry import LocalRegistry
 from manifest_stitcher.contract import DOCKER_MANIFEST_LIST, OCI_INDEX, Platform
+from manifest_stitcher.core import sha256_digest as sha256
 from manifest_stitcher.errors import ImageNotFound, InvalidStitchRequest, TagImmutable
 
 from .ecr_stubs import (
@@ -30,7 +31,6 @@ from .ecr_stubs import (
     ecr_client,
     image_entry,
     load_handler,
-    sha256,
 )
 
 AMD64 = build_image({"app": b"amd64"}, Platform("linux", "amd64"))

@@ -12,7 +12,6 @@ re-serializes the JSON.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import tarfile
@@ -30,6 +29,7 @@ from manifest_stitcher.contract import (
     OCI_MANIFEST,
     Platform,
 )
+from manifest_stitcher.core import sha256_digest
 
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -38,10 +38,8 @@ DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 IN_TOTO = "application/vnd.in-toto+json"
 EPOCH = "1970-01-01T00:00:00Z"
 
-
-def sha256(data: bytes) -> str:
-    """``sha256:<hex>`` of ``data``."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+sha256 = sha256_digest
+"""``sha256:<hex>`` of some bytes (the stitcher's own digest function)."""
 
 
 def canonical_json(value: Any) -> bytes:
