@@ -12,6 +12,8 @@ export npm_config_update_notifier := false
 export npm_config_fund := false
 export npm_config_audit := false
 export PYTHONDONTWRITEBYTECODE := 1
+# The local run (tools/localrun) and the test support (tests/support) live outside the wheel.
+export PYTHONPATH := $(CURDIR)/tools:$(CURDIR)
 
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
@@ -65,7 +67,7 @@ deploy: setup ## deploy the sample app (needs AWS credentials)
 	cdk deploy $(CDK_ARGS)
 
 demo: setup ## run the whole workflow locally, no AWS account needed
-	$(BIN)/python -m ecr_multiarch.local.demo $(DEMO_ARGS)
+	$(BIN)/python -m localrun.demo $(DEMO_ARGS)
 
 bench: setup ## print the performance figures
 	$(BIN)/python bench/run.py

@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ecr_multiarch.local.execution import ExecutionReport, LocalWorkflowRun
-from ecr_multiarch.local.registry import LocalRegistry
-from ecr_multiarch.local.workflow import load_workflow, synthesize
+from localrun.execution import ExecutionReport, LocalWorkflowRun
+from localrun.registry import LocalRegistry
+from localrun.workflow import load_workflow, synthesize
 
 BUDGET_SECONDS = 15.0
 

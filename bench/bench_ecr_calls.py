@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's
 
 from botocore.stub import ANY
 
-from ecr_multiarch.local.images import Image, build_image
 from manifest_stitcher.contract import Platform
 from manifest_stitcher.ecr import EcrRegistry
 from manifest_stitcher.request import parse_request
@@ -36,6 +35,7 @@ from tests.lambdas.ecr_stubs import (
     ecr_client,
     image_entry,
 )
+from tests.support.images import Image, build_image
 
 LATENCY = 0.050
 TAGS = ("3f2a1bc", "latest")

@@ -21,10 +21,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ecr_multiarch.cli import main as cli_main
-from ecr_multiarch.local.images import RegistryPusher, build_image
-from ecr_multiarch.local.registry import LocalRegistry
+from localrun.registry import LocalRegistry
+from manifest_stitcher.cli import main as cli_main
 from manifest_stitcher.contract import Platform
+from tests.support.images import RegistryPusher, build_image
 
 PLATFORMS = [
     Platform("linux", "amd64"),

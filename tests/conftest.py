@@ -5,11 +5,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from ecr_multiarch.local.images import RegistryPusher
-from ecr_multiarch.local.registry import LocalRegistry
+from localrun.registry import LocalRegistry
+from tests.support.images import RegistryPusher
+
+# Subprocesses the tests start (the local run's shims, its Lambda worker) import the
+# tooling and the test support, which are not installed: put them on their path too.
+_ROOT = Path(__file__).resolve().parents[1]
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(_ROOT / "tools"), str(_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+)
 
 # Nothing in the tests may reach for AWS or the network.
 os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")

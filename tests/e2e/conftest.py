@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ecr_multiarch.local.execution import LocalWorkflowRun
-from ecr_multiarch.local.registry import LocalRegistry
-from ecr_multiarch.local.workflow import Workflow, load_workflow, synthesize
+from localrun.execution import LocalWorkflowRun
+from localrun.registry import LocalRegistry
+from localrun.workflow import Workflow, load_workflow, synthesize
 
 THREE_PLATFORMS = "linux/amd64,linux/arm64,linux/arm/v7"
 

@@ -1,4 +1,4 @@
-"""`make demo` (python -m ecr_multiarch.local.demo) on the synthesized sample app."""
+"""`make demo` (python -m localrun.demo) on the synthesized sample app."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from ecr_multiarch.local.demo import stitch_result, verify_with_skopeo
-from ecr_multiarch.local.execution import LocalWorkflowRun
-from ecr_multiarch.local.workflow import Workflow
+from localrun.demo import stitch_result, verify_with_skopeo
+from localrun.execution import LocalWorkflowRun
+from localrun.workflow import Workflow
 
 
 def demo(workflow: Workflow, *args: str) -> subprocess.Popen[str]:
     assembly = workflow.stack.template_path.parent
     return subprocess.Popen(
-        [sys.executable, "-m", "ecr_multiarch.local.demo", "--assembly", str(assembly), *args],
+        [sys.executable, "-m", "localrun.demo", "--assembly", str(assembly), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ecr_multiarch.local.registry import free_port
+from localrun.registry import free_port
 
 SERVER = Path(__file__).resolve().parents[2] / "examples" / "hello" / "server.py"
 

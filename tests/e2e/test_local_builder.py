@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from ecr_multiarch.local.builder import BuildFailed, BuildspecError, LocalCodeBuild
-from ecr_multiarch.local.workflow import BuildProject
+from localrun.builder import BuildFailed, BuildspecError, LocalCodeBuild
+from localrun.workflow import BuildProject
 
 
 def project(phases: dict[str, Any], **env: Any) -> BuildProject:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ecr_multiarch.local.dockerfile import DockerfileError, read_recipe
+from localrun.dockerfile import DockerfileError, read_recipe
 
 HELLO = Path(__file__).resolve().parents[2] / "examples" / "hello"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ecr_multiarch.local.function import FunctionError, LocalFunction
-from ecr_multiarch.local.workflow import FunctionSpec
+from localrun.function import FunctionError, LocalFunction
+from localrun.workflow import FunctionSpec
 
 HANDLER = """
 import os, time

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from ecr_multiarch.local import shims
-from ecr_multiarch.local.images import RegistryPusher, build_image
-from ecr_multiarch.local.registry import LocalRegistry
-from ecr_multiarch.local.registry_commands import split_reference
+from localrun import shims
+from localrun.registry import LocalRegistry
+from localrun.registry_commands import split_reference
 from manifest_stitcher.contract import Platform
+from tests.support.images import RegistryPusher, build_image
 
 
 @pytest.fixture

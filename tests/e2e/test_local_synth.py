@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ecr_multiarch.local.workflow import SynthError, synthesize
+from localrun.workflow import SynthError, synthesize
 
 
 def app_processes(outdir: Path) -> dict[int, str]:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from ecr_multiarch.local.template import LocalEnvironment, TemplateError, TemplateResolver
-from ecr_multiarch.local.workflow import load_workflow
+from localrun.template import LocalEnvironment, TemplateError, TemplateResolver
+from localrun.workflow import load_workflow
 
 TEMPLATE: dict[str, Any] = {
     "Parameters": {"Stage": {"Type": "String", "Default": "prod"}},

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import requests
 
-from ecr_multiarch.local.execution import ExecutionReport, Faults, LocalWorkflowRun
-from ecr_multiarch.local.images import RegistryPusher
-from ecr_multiarch.local.workflow import Workflow
+from localrun.execution import ExecutionReport, Faults, LocalWorkflowRun
+from localrun.workflow import Workflow
+from tests.support.images import RegistryPusher
 
 HELLO = Path(__file__).resolve().parents[2] / "examples" / "hello"
 INDEX_TYPES = "application/vnd.oci.image.index.v1+json"

@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from ecr_multiarch.local.images import Blob, Image, build_image
 from manifest_stitcher.contract import OCI_INDEX, Platform
 from manifest_stitcher.ecr import EcrRegistry
 from manifest_stitcher.request import parse_request
 from manifest_stitcher.stitch import stitch
+from tests.support.images import Blob, Image, build_image
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -27,8 +27,8 @@ from botocore.config import Config
 from botocore.stub import StubAssertionError, Stubber, UnStubbedResponseError
 
 import manifest_stitcher.handler
-from ecr_multiarch.local.images import Image
 from manifest_stitcher.contract import MANIFEST_MEDIA_TYPES
+from tests.support.images import Image
 
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
@@ -160,7 +160,7 @@ class BlobServer:
     port: int = 0
 
     def add(self, *blobs: Any) -> None:
-        """Serve these ``ecr_multiarch.local.images.Blob``s."""
+        """Serve these ``tests.support.images.Blob``s."""
         for blob in blobs:
             self.blobs[blob.digest] = blob.data
 

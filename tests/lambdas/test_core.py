@@ -10,14 +10,6 @@ from typing import Any
 
 import pytest
 
-from ecr_multiarch.local.images import (
-    Blob,
-    Image,
-    build_attestation,
-    build_image,
-    build_index,
-    canonical_json,
-)
 from manifest_stitcher import core
 from manifest_stitcher.contract import (
     DOCKER_MANIFEST,
@@ -38,6 +30,14 @@ from manifest_stitcher.errors import (
     UnsupportedMediaType,
 )
 from tests.lambdas.oci_schema import check_docker_list, check_index
+from tests.support.images import (
+    Blob,
+    Image,
+    build_attestation,
+    build_image,
+    build_index,
+    canonical_json,
+)
 
 AMD64 = Platform("linux", "amd64")
 ARM64 = Platform("linux", "arm64", "v8")

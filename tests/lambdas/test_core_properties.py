@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ecr_multiarch.local.images import Image
 from manifest_stitcher import core
 from manifest_stitcher.contract import DOCKER_MANIFEST_LIST, OCI_INDEX, FetchedManifest, Platform
 from manifest_stitcher.errors import InvalidStitchRequest, PlatformConflict
 from tests.lambdas.oci_schema import check_docker_list, check_index
 from tests.lambdas.test_core import buildx_index, configs_of, fetched, image, run
+from tests.support.images import Image
 
 # Children whose platforms never collide, so any subset stitches.
 _SINGLE: list[Image] = [

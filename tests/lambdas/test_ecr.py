@@ -14,8 +14,7 @@ import botocore.session
 import pytest
 from botocore.stub import ANY, Stubber
 
-from ecr_multiarch.local.images import Image, build_image, build_index
-from ecr_multiarch.local.registry import free_port
+from localrun.registry import free_port
 from manifest_stitcher.contract import (
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
@@ -35,6 +34,7 @@ from manifest_stitcher.errors import (
 )
 from manifest_stitcher.request import parse_request
 from manifest_stitcher.stitch import stitch
+from tests.support.images import Image, build_image, build_index
 
 from .ecr_stubs import (
     ACCOUNT,

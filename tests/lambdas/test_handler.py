@@ -16,11 +16,11 @@ import pytest
 import requests
 from botocore.stub import ANY, Stubber
 
-from ecr_multiarch.local.images import RegistryPusher, build_image, build_index
-from ecr_multiarch.local.registry import LocalRegistry
+from localrun.registry import LocalRegistry
 from manifest_stitcher.contract import DOCKER_MANIFEST_LIST, OCI_INDEX, Platform
 from manifest_stitcher.core import sha256_digest as sha256
 from manifest_stitcher.errors import ImageNotFound, InvalidStitchRequest, TagImmutable
+from tests.support.images import RegistryPusher, build_image, build_index
 
 from .ecr_stubs import (
     ACCOUNT,

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from ecr_multiarch.local.images import Blob, Image, build_attestation, canonical_json
 from manifest_stitcher.contract import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
@@ -30,6 +29,7 @@ from manifest_stitcher.errors import (
 from manifest_stitcher.request import parse_request
 from manifest_stitcher.stitch import StitchResult, stitch
 from tests.lambdas.test_core import AMD64, ARM64, ARMV7, WIN_2022, buildx_index, image
+from tests.support.images import Blob, Image, build_attestation, canonical_json
 
 ACCOUNT = "123456789012"
 

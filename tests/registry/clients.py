@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from ecr_multiarch.local.images import Image
 from manifest_stitcher.contract import Platform
+from tests.support.images import Image
 
 TIMEOUT = 60
 

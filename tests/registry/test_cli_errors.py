@@ -13,16 +13,16 @@ import pytest
 from botocore.stub import Stubber
 
 import manifest_stitcher.ecr
-from ecr_multiarch.cli import main
-from ecr_multiarch.local.images import (
+from localrun.registry import LocalRegistry, free_port
+from manifest_stitcher.cli import main
+from manifest_stitcher.contract import OCI_MANIFEST, Platform
+from tests.support.images import (
     Blob,
     Image,
     RegistryPusher,
     build_image,
     canonical_json,
 )
-from ecr_multiarch.local.registry import LocalRegistry, free_port
-from manifest_stitcher.contract import OCI_MANIFEST, Platform
 
 AMD64 = Platform("linux", "amd64")
 ARM64 = Platform("linux", "arm64", "v8")

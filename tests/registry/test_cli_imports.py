@@ -7,9 +7,9 @@ import subprocess
 import sys
 import textwrap
 
-from ecr_multiarch.local.images import RegistryPusher, build_image
-from ecr_multiarch.local.registry import LocalRegistry
+from localrun.registry import LocalRegistry
 from manifest_stitcher.contract import Platform
+from tests.support.images import RegistryPusher, build_image
 
 
 def _modules_after(code: str) -> set[str]:
@@ -22,7 +22,7 @@ def _modules_after(code: str) -> set[str]:
 
 
 def test_importing_the_cli_loads_neither_boto3_nor_requests_nor_the_cdk() -> None:
-    loaded = _modules_after("import ecr_multiarch.cli")
+    loaded = _modules_after("import manifest_stitcher.cli")
     assert not {"boto3", "botocore", "requests", "pydantic", "aws_cdk"} & loaded
 
 
@@ -34,7 +34,7 @@ def test_a_stitch_against_an_oci_registry_never_loads_boto3(
         pusher.push_image(repository, image, tag=platform.architecture)
     loaded = _modules_after(
         f"""
-        from ecr_multiarch.cli import main
+        from manifest_stitcher.cli import main
         assert main(["stitch", "{registry.host}/{repository}:v1",
                      "--image", "amd64", "--image", "arm64"]) == 0
         assert main(["inspect", "{registry.host}/{repository}:v1"]) == 0

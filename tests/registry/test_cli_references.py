@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ecr_multiarch.cli import Reference, parse_reference
+from manifest_stitcher.cli import Reference, parse_reference
 
 
 @pytest.mark.parametrize(

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 import manifest_stitcher.ecr
-from ecr_multiarch.cli import main
-from ecr_multiarch.local.images import Image, RegistryPusher, build_image, build_index
-from ecr_multiarch.local.registry import LocalRegistry
+from localrun.registry import LocalRegistry
+from manifest_stitcher.cli import main
 from manifest_stitcher.contract import DOCKER_MANIFEST_LIST, OCI_INDEX, Platform
 from manifest_stitcher.errors import ImageNotFound
+from tests.support.images import Image, RegistryPusher, build_image, build_index
 
 from .clients import (
     assert_resolves,
@@ -267,7 +267,7 @@ def test_event_from_a_file_and_from_stdin_with_python_dash_m(
     from_file = _stitch_json(capsys, "stitch", "--event", str(path), "--registry", registry.host)
     event["tags"] = ["from-stdin"]
     done = subprocess.run(
-        [sys.executable, "-m", "ecr_multiarch", "stitch", "--event", "-",
+        [sys.executable, "-m", "manifest_stitcher", "stitch", "--event", "-",
          "--registry", registry.host, "--json"],
         input=json.dumps(event), capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip

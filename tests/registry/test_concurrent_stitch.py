@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ecr_multiarch.local.images import RegistryPusher, build_image
-from ecr_multiarch.local.registry import LocalRegistry
+from localrun.registry import LocalRegistry
 from manifest_stitcher.contract import Platform
+from tests.support.images import RegistryPusher, build_image
 
 from .clients import assert_resolves, skopeo_digest, skopeo_raw
 

@@ -7,9 +7,9 @@ import json
 
 import requests
 
-from ecr_multiarch.local.images import RegistryPusher, build_image, build_index, tar_layer
-from ecr_multiarch.local.registry import LocalRegistry
+from localrun.registry import LocalRegistry
 from manifest_stitcher.contract import Platform
+from tests.support.images import RegistryPusher, build_image, build_index, tar_layer
 
 
 def test_layers_are_reproducible() -> None:

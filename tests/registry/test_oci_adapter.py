@@ -15,11 +15,11 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 
-from ecr_multiarch.local.images import RegistryPusher, build_image, build_index
-from ecr_multiarch.local.registry import LocalRegistry
+from localrun.registry import LocalRegistry
 from manifest_stitcher.contract import OCI_INDEX, ImageRef, Platform, StitchedIndex
 from manifest_stitcher.errors import ImageNotFound, InvalidStitchRequest, RegistryUnavailable
 from manifest_stitcher.oci import OciRegistry, is_ecr_host, is_loopback
+from tests.support.images import RegistryPusher, build_image, build_index
 
 from . import authproxy
 

@@ -19,13 +19,13 @@ import requests
 from botocore.stub import Stubber
 from requests.adapters import HTTPAdapter
 
-from ecr_multiarch.cli import main
-from ecr_multiarch.local.images import RegistryPusher, build_image
-from ecr_multiarch.local.registry import LocalRegistry
+from localrun.registry import LocalRegistry
+from manifest_stitcher.cli import main
 from manifest_stitcher.contract import Platform
 from manifest_stitcher.oci import OciRegistry, RegistryAccessDenied
 from manifest_stitcher.request import parse_request
 from manifest_stitcher.stitch import stitch
+from tests.support.images import RegistryPusher, build_image
 
 from . import authproxy
 from .clients import skopeo_digest

@@ -5,7 +5,7 @@ the project's environment variables from the template, the task's overrides
 and CodeBuild's own variables, and runs the buildspec phases the way CodeBuild
 does (commands of a phase stop at the first failure; a failed BUILD still runs
 POST_BUILD; shell state carries across phases). ``docker`` and ``aws`` on its
-PATH are the stand-ins of :mod:`ecr_multiarch.local.shims`. The result has the
+PATH are the stand-ins of :mod:`localrun.shims`. The result has the
 shape Step Functions returns for ``codebuild:startBuild.sync``; a failed build
 raises :class:`BuildFailed`, whose cause is the build's JSON, as the service
 integration does.
@@ -33,6 +33,8 @@ from typing import Any
 from .shims import FAIL_ENV, PLATFORM_ENV, REGISTRY_ENV
 from .template import LocalEnvironment
 from .workflow import BuildProject
+
+TOOLS_DIR = Path(__file__).resolve().parents[1]
 
 BASH = shutil.which("bash") or "/bin/bash"
 PHASES = ("INSTALL", "PRE_BUILD", "BUILD", "POST_BUILD")
@@ -169,9 +171,13 @@ class LocalCodeBuild:
     def _write_shims(self) -> None:
         self.shims_dir.mkdir(parents=True, exist_ok=True)
         python = shlex.quote(sys.executable)
+        # The tooling is not installed: the shims find it (and the test support) by path.
+        pythonpath = shlex.quote(os.pathsep.join([str(TOOLS_DIR), str(TOOLS_DIR.parent)]))
         for tool in ("docker", "aws"):
             path = self.shims_dir / tool
-            path.write_text(f'#!/bin/sh\nexec {python} -m ecr_multiarch.local.shims {tool} "$@"\n')
+            path.write_text(
+                f'#!/bin/sh\nPYTHONPATH={pythonpath} exec {python} -m localrun.shims {tool} "$@"\n'
+            )
             path.chmod(0o755)
         # CodeBuild images ship python3; the buildspec may use it (it does not use jq).
         python3 = self.shims_dir / "python3"

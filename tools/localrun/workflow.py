@@ -3,7 +3,7 @@
 The local run executes the definition that ``cdk synth`` wrote, never a copy:
 :func:`synthesize` runs the CDK CLI (the app command from ``cdk.json``) and
 :func:`load_workflow` takes the state machine from ``cdk.out`` and resolves its
-tokens (see :mod:`ecr_multiarch.local.template`), together with the CodeBuild
+tokens (see :mod:`localrun.template`), together with the CodeBuild
 projects and Lambda functions its tasks call.
 """
 
@@ -27,7 +27,7 @@ LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
 SNS_PUBLISH = "arn:aws:states:::sns:publish"
 EVENTS_PUT = "arn:aws:states:::events:putEvents"
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 """The repository this package runs from (the sample app, cdk.json and node_modules)."""
 
 

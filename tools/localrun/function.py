@@ -7,7 +7,7 @@ an exception comes back as Lambda reports it (``errorType`` = the exception's
 class name, ``errorMessage``, ``stackTrace``), so the workflow's Retry and
 Catch match by name exactly as in AWS.
 
-Run as ``python -m ecr_multiarch.local.function``: requests are JSON lines on
+Run as ``python -m localrun.function``: requests are JSON lines on
 stdin, answers JSON lines on the original stdout; everything the handler prints
 (Powertools logs and metrics) goes to stderr, which the parent keeps as the
 function's log.
@@ -92,6 +92,9 @@ class LocalFunction:
             }
         )
         env.update(environment)
+        # The worker module is tooling, not installed: found by path, as the shims are.
+        tools_dir = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [tools_dir, env.get("PYTHONPATH")]))
         self._env = env
         self._log = log_path.open("ab")
         self._lock = threading.Lock()
@@ -101,7 +104,7 @@ class LocalFunction:
     def _start(self) -> subprocess.Popen[bytes]:
         """A new execution environment (a cold start)."""
         return subprocess.Popen(
-            [sys.executable, "-m", "ecr_multiarch.local.function"],
+            [sys.executable, "-m", "localrun.function"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,

@@ -4,9 +4,9 @@
 127.0.0.1 that the Node runner calls for every Task state) and runs
 executions of the resolved definition with npm ``aws-local-stepfunctions``:
 
-- ``codebuild:startBuild.sync`` → :class:`~ecr_multiarch.local.builder.LocalCodeBuild`
+- ``codebuild:startBuild.sync`` → :class:`~localrun.builder.LocalCodeBuild`
   (the project's real buildspec, pushing to the local registry);
-- ``lambda:invoke`` / a function ARN → :class:`~ecr_multiarch.local.function.LocalFunction`
+- ``lambda:invoke`` / a function ARN → :class:`~localrun.function.LocalFunction`
   (the real handler from the template, the ``oci`` adapter on the local registry);
 - ``sns:publish`` and ``events:putEvents`` → recorded in ``published.json`` of the execution.
 

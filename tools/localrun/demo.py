@@ -277,7 +277,7 @@ def _key_value(text: str) -> tuple[str, str]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The demo's options."""
     parser = argparse.ArgumentParser(
-        prog="python -m ecr_multiarch.local.demo",
+        prog="python -m localrun.demo",
         description="Run the sample app's workflow locally: real registry, real builds, "
         "real stitch handler, no AWS account.",
     )
@@ -441,7 +441,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m ecr_multiarch.local.demo``."""
+    """Entry point of ``python -m localrun.demo``."""
     args = parse_args(argv)
     # A terminal's Ctrl-C and a `kill` both unwind through the finally blocks, which stop
     # the registry, the Lambda worker and the runner.

@@ -2,11 +2,11 @@
 
 ``docker buildx build --push`` builds the image from the Dockerfile's context
 (one layer with the copied files, a config declaring the target platform; see
-:mod:`ecr_multiarch.local.dockerfile`) and pushes what buildx pushes: an index
+:mod:`localrun.dockerfile`) and pushes what buildx pushes: an index
 with the image and a provenance attestation, the registry cache manifest, and
 the ``--metadata-file``. ``aws ecr batch-get-image`` / ``put-image`` read and
 write manifests of the local registry with ECR's request and response shapes.
-Kept apart from :mod:`ecr_multiarch.local.shims` so that the calls that need no
+Kept apart from :mod:`localrun.shims` so that the calls that need no
 registry (``docker login``, ``aws ecr get-login-password``) start fast.
 """
 
@@ -24,9 +24,7 @@ from typing import Any
 import requests
 
 from manifest_stitcher.contract import OCI_MANIFEST, Platform
-
-from .dockerfile import ImageRecipe, read_recipe
-from .images import (
+from tests.support.images import (  # the stand-in builder, until the real engine replaces it
     OCI_CONFIG,
     OCI_LAYER,
     Blob,
@@ -37,6 +35,8 @@ from .images import (
     sha256,
     tar_layer,
 )
+
+from .dockerfile import ImageRecipe, read_recipe
 from .shims import ECR_HOST, FAIL_ENV, PLATFORM_ENV, REGISTRY_ENV, ShimError, log, option_value
 
 CACHE_CONFIG = "application/vnd.buildkit.cacheconfig.v0"

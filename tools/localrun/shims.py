@@ -1,11 +1,11 @@
 """``docker`` and ``aws`` stand-ins for running a real buildspec on a machine without either.
 
-The local CodeBuild (:mod:`ecr_multiarch.local.builder`) puts two tiny scripts
+The local CodeBuild (:mod:`localrun.builder`) puts two tiny scripts
 named ``docker`` and ``aws`` first on the build's PATH; they run
-``python -m ecr_multiarch.local.shims docker|aws ...``. ``docker buildx build
+``python -m localrun.shims docker|aws ...``. ``docker buildx build
 --push`` builds the image from the Dockerfile's context (one layer with the
 copied files, a config declaring the target platform; see
-:mod:`ecr_multiarch.local.dockerfile`) and pushes what buildx pushes: an index
+:mod:`localrun.dockerfile`) and pushes what buildx pushes: an index
 with the image and a provenance attestation, the registry cache manifest, and
 the ``--metadata-file``. ECR registry hosts resolve to the local registry
 (``ECR_MULTIARCH_LOCAL_REGISTRY``), the way DNS would send them to ECR.
@@ -123,11 +123,11 @@ def aws(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ecr_multiarch.local.shims docker|aws ARGS...``."""
+    """``python -m localrun.shims docker|aws ARGS...``."""
     args = list(sys.argv[1:] if argv is None else argv)
     tools = {"docker": docker, "aws": aws}
     if not args or args[0] not in tools:
-        log("usage: python -m ecr_multiarch.local.shims docker|aws ARGS...")
+        log("usage: python -m localrun.shims docker|aws ARGS...")
         return 2
     try:
         return tools[args[0]](args[1:])
