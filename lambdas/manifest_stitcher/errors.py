@@ -82,3 +82,6 @@ ERRORS: tuple[type[StitchError], ...] = (
     RegistryUnavailable,
 )
 """Every error of the stitch contract, in the order of the README's table."""
+
+RETRIED_ERRORS: tuple[type[StitchError], ...] = (RegistryUnavailable,)
+"""The errors a workflow may retry: passing faults of the registry, never bad input or integrity."""
