@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import traceback
 from collections.abc import Iterator
@@ -14,7 +15,6 @@ import botocore.session
 import pytest
 from botocore.stub import ANY, Stubber
 
-from localrun.registry import free_port
 from manifest_stitcher.contract import (
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
@@ -375,10 +375,14 @@ def test_blob_download_that_keeps_failing_is_registry_unavailable(
 def test_a_failed_download_keeps_the_presigned_url_out_of_the_error_and_the_logs(
     client: Any, stubber: Stubber, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # GIVEN a pre-signed URL (its query is a credential) that cannot be reached
+    # GIVEN a pre-signed URL (its query is a credential) that cannot be reached: a port that
+    # was free a moment ago and that nothing listens on
     config = AMD64.blobs[0]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
     signed = (
-        f"http://127.0.0.1:{free_port()}/layer?X-Amz-Credential=AKIDEXAMPLE%2F20261127"
+        f"http://127.0.0.1:{closed_port}/layer?X-Amz-Credential=AKIDEXAMPLE%2F20261127"
         "&X-Amz-Security-Token=SESSIONTOKEN&X-Amz-Signature=SIGNATURE"
     )
     stubber.add_response(

@@ -10,17 +10,19 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
 from botocore.stub import ANY, Stubber
 
-from localrun.registry import LocalRegistry
 from manifest_stitcher.contract import DOCKER_MANIFEST_LIST, OCI_INDEX, Platform
 from manifest_stitcher.core import sha256_digest as sha256
 from manifest_stitcher.errors import ImageNotFound, InvalidStitchRequest, TagImmutable
 from tests.support.images import RegistryPusher, build_image, build_index
+
+if TYPE_CHECKING:
+    from localrun.registry import LocalRegistry  # the conftest fixture's type only
 
 from .ecr_stubs import (
     ACCOUNT,
