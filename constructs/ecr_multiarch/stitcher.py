@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,15 +11,19 @@ from typing import Any
 
 import aws_cdk as cdk
 import jsii
-from aws_cdk import Aws, Duration, Stack, Token
+from aws_cdk import Duration, Stack, Token
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 
 from constructs import Construct
+from manifest_stitcher import errors as stitch_errors
+
+from .nag import acknowledge
 
 HANDLER = "manifest_stitcher.handler.lambda_handler"
 """The Lambda handler string; the asset holds the package ``manifest_stitcher`` at its root."""
@@ -33,14 +38,34 @@ STITCH_ACTIONS: tuple[str, ...] = (
 )
 """Everything the stitcher does in a repository: read manifests and configs, put the index."""
 
-POWERTOOLS_LAYER_ACCOUNT = "017000801446"
-"""The AWS account that publishes the public Powertools for AWS Lambda (Python) layers."""
+REGISTRY_ACTIONS: tuple[str, ...] = ("ecr:DescribeRegistry",)
+"""What the stitcher may do in the account's registry: learn its id when no image names it
+(the ECR adapter's fallback for ``imageUri``). IAM knows no resource for it, so ``*``."""
 
-POWERTOOLS_LAYER_VERSION = 36
-"""Version of ``AWSLambdaPowertoolsPythonV3-python313-arm64`` used by default. The handler
-needs Powertools 3.x with its parser and tracer extras, which every V3 layer carries; check
-the newest with ``aws lambda list-layer-versions --layer-name
-arn:aws:lambda:<region>:017000801446:layer:AWSLambdaPowertoolsPythonV3-python313-arm64``."""
+POWERTOOLS_VERSION = "3.37.0"
+"""The Powertools for AWS Lambda (Python) release the function runs: the version the project
+pins (requirements.txt) and tests with. Its public layer is looked up at deploy time from the
+SSM parameter Powertools publishes for it (:func:`powertools_layer_parameter`)."""
+
+POWERTOOLS_PYTHON = "python3.13"
+"""The Python version of the runtime, and so of the layer (its pydantic-core is compiled)."""
+
+POWERTOOLS_ARCHITECTURE = "arm64"
+"""The architecture of the function, and so of the layer."""
+
+_RELEASE = re.compile(r"^3\.[0-9]+\.[0-9]+$")
+# Partitions without the public SSM parameters (docs/aws-assumptions.md#powertools-layer-ssm).
+_NO_PUBLIC_LAYER_PARAMETER = ("cn-", "us-gov-", "us-iso")
+
+
+def powertools_layer_parameter(version: str = POWERTOOLS_VERSION) -> str:
+    """The public SSM parameter holding the layer ARN of Powertools ``version`` for the stitcher.
+
+    ``/aws/service/powertools/python/<architecture>/<python>/<version>``, written by Powertools'
+    release workflow in every commercial region (docs/aws-assumptions.md#powertools-layer-ssm).
+    """
+    return f"/aws/service/powertools/python/{POWERTOOLS_ARCHITECTURE}/{POWERTOOLS_PYTHON}/{version}"
+
 
 RETRYABLE_LAMBDA_ERRORS: tuple[str, ...] = (
     "Lambda.ServiceException",
@@ -89,11 +114,13 @@ def package_directory() -> Path:
 class ManifestStitcher(Construct):
     """The Lambda that stitches per-platform images into one multi-architecture image index.
 
-    Python 3.13 on arm64 (Graviton), the public Powertools layer of the stack's region, X-Ray
-    tracing, a log group with retention, and a role that may only write its own logs, send
-    traces, and do the four ECR actions of :data:`STITCH_ACTIONS` on the repositories it is
-    granted (``repositories`` or :meth:`grant_stitch`). Its event and result are the stitch
-    contract; :meth:`task` returns a Step Functions task for custom workflows.
+    Python 3.13 on arm64 (Graviton), the public layer of Powertools :data:`POWERTOOLS_VERSION`
+    (its ARN resolved at deploy time from the SSM parameter Powertools publishes in each
+    commercial region), X-Ray tracing, a log group with retention, and a role that may only
+    write its own logs, send traces, read the registry id (:data:`REGISTRY_ACTIONS`) and do the
+    four ECR actions of :data:`STITCH_ACTIONS` on the repositories it is granted
+    (``repositories`` or :meth:`grant_stitch`). Its event and result are the stitch contract;
+    :meth:`task` returns a Step Functions task for custom workflows.
     """
 
     def __init__(
@@ -107,7 +134,7 @@ class ManifestStitcher(Construct):
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         log_level: str = "INFO",
         powertools_layer: lambda_.ILayerVersion | None = None,
-        powertools_layer_version: int = POWERTOOLS_LAYER_VERSION,
+        powertools_version: str = POWERTOOLS_VERSION,
         service_name: str = "manifest-stitcher",
         metrics_namespace: str = "EcrMultiarch",
         function_name: str | None = None,
@@ -120,10 +147,13 @@ class ManifestStitcher(Construct):
         :param timeout: Default: two minutes (ECR retries included; a stitch takes < 1 s).
         :param log_retention: Default: one month.
         :param log_level: Powertools log level. Default: ``INFO`` (no manifest bodies).
-        :param powertools_layer: Default: the public ``AWSLambdaPowertoolsPythonV3-python313-
-            arm64`` layer of the stack's region (and partition).
-        :param powertools_layer_version: version of that public layer.
-            Default: :data:`POWERTOOLS_LAYER_VERSION`.
+        :param powertools_layer: a layer holding Powertools 3.x with its parser and tracer
+            extras for python3.13 on arm64 (needed in the China and GovCloud partitions, where
+            Powertools publishes no SSM parameter). Default: the public Powertools layer of
+            ``powertools_version``, its ARN read at deploy time from the SSM parameter
+            :func:`powertools_layer_parameter` of the stack's region.
+        :param powertools_version: the Powertools release of the public layer.
+            Default: :data:`POWERTOOLS_VERSION` (the version the project tests with).
         :param service_name: ``POWERTOOLS_SERVICE_NAME``. Default: ``manifest-stitcher``.
         :param metrics_namespace: ``POWERTOOLS_METRICS_NAMESPACE``. Default: ``EcrMultiarch``.
         :param function_name: Default: a name CloudFormation generates.
@@ -141,15 +171,8 @@ class ManifestStitcher(Construct):
             problems.append(
                 f"log_level {log_level!r} must be DEBUG, INFO, WARNING, ERROR or CRITICAL"
             )
-        if powertools_layer is None and (
-            isinstance(powertools_layer_version, bool)
-            or not isinstance(powertools_layer_version, int)
-            or powertools_layer_version < 1
-        ):
-            problems.append(
-                f"powertools_layer_version {powertools_layer_version!r} must be a layer"
-                " version number >= 1"
-            )
+        if powertools_layer is None:
+            problems += _layer_problems(scope, powertools_version)
         if problems:
             raise ValueError("ManifestStitcher: " + "; ".join(problems))
         # Validated before the construct joins the tree, so a bad call leaves nothing behind.
@@ -167,7 +190,7 @@ class ManifestStitcher(Construct):
         """The function's execution role."""
         self.log_group.grant_write(self.role)
         self.powertools_layer: lambda_.ILayerVersion = (
-            powertools_layer or self._public_powertools_layer(powertools_layer_version)
+            powertools_layer or self._public_powertools_layer(powertools_version)
         )
         """The Powertools layer the function uses."""
         self.function: lambda_.Function = lambda_.Function(
@@ -203,45 +226,34 @@ class ManifestStitcher(Construct):
             },
         )
         """The Lambda function (handler ``manifest_stitcher.handler.lambda_handler``)."""
-        cdk.Validations.of(self.role).acknowledge(
-            cdk.Acknowledgment(
-                id="AwsSolutions-IAM5[Resource::*]",
-                reason="xray:PutTraceSegments and xray:PutTelemetryRecords (active tracing)"
-                " support no resource-level permissions; every ECR action is scoped to"
-                " repository ARNs.",
-            )
+        # No grant covers registry-level actions; IAM knows no resource for DescribeRegistry.
+        iam.Grant.add_to_principal(
+            grantee=self.function, actions=list(REGISTRY_ACTIONS), resource_arns=["*"]
         )
-        cdk.Validations.of(self.function).acknowledge(
-            cdk.Acknowledgment(
-                id="AwsSolutions-L1",
-                reason="The runtime is pinned to python3.13 together with the Powertools layer"
-                " built for it (python313): the layer's compiled pydantic-core must match the"
-                " runtime's Python version.",
-            )
+        acknowledge(
+            self.role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "xray:PutTraceSegments and xray:PutTelemetryRecords (active tracing) and"
+            " ecr:DescribeRegistry (the account's registry id) support no resource-level"
+            " permissions; every repository action is scoped to repository ARNs.",
+        )
+        acknowledge(
+            self.function,
+            "AwsSolutions-L1",
+            "The runtime is pinned to python3.13 together with the Powertools layer built for"
+            " it (python313): the layer's compiled pydantic-core must match the runtime's"
+            " Python version.",
         )
         self.repositories: list[ecr.IRepository] = []
         """The repositories the function may stitch in."""
         for repository in repositories:
             self.grant_stitch(repository)
 
-    def _public_powertools_layer(self, version: int) -> lambda_.ILayerVersion:
-        stack = Stack.of(self)
-        region = stack.region
-        partition = Aws.PARTITION
-        account = POWERTOOLS_LAYER_ACCOUNT
-        if not Token.is_unresolved(region) and region.startswith("cn-"):
-            # The China partition has its own publishing account.
-            account = "498634801083"
-        elif not Token.is_unresolved(region) and region.startswith("us-gov-"):
-            cdk.Annotations.of(self).add_warning_v2(
-                "ecr-multiarch:powertools-layer-govcloud",
-                f"The public Powertools layer is published from another account in {region};"
-                " pass powertools_layer=LayerVersion.from_layer_version_arn(...) with the ARN"
-                " the Powertools documentation gives for AWS GovCloud.",
-            )
-        arn = (
-            f"arn:{partition}:lambda:{region}:{account}:layer:"
-            f"AWSLambdaPowertoolsPythonV3-python313-arm64:{version}"
+    def _public_powertools_layer(self, version: str) -> lambda_.ILayerVersion:
+        # A CloudFormation parameter of type AWS::SSM::Parameter::Value<String>: resolved in
+        # the region the stack deploys to, so a token region and partition need nothing here.
+        arn = ssm.StringParameter.value_for_string_parameter(
+            self, powertools_layer_parameter(version)
         )
         return lambda_.LayerVersion.from_layer_version_arn(self, "PowertoolsLayer", arn)
 
@@ -260,11 +272,11 @@ class ManifestStitcher(Construct):
     ) -> tasks.LambdaInvoke:
         """A task that invokes the stitcher with ``payload`` (the stitch event).
 
-        Its output is the stitch result object (``payload_response_only``). It retries
-        ``RegistryUnavailable`` and the Lambda service errors of
-        :data:`RETRYABLE_LAMBDA_ERRORS`; add ``add_catch`` for the other stitch errors
-        (``InvalidStitchRequest``, ``ImageNotFound``, ``PlatformConflict``,
-        ``UnsupportedMediaType``, ``TagImmutable``). ``props`` go to ``LambdaInvoke``.
+        Its output is the stitch result object (``payload_response_only``). It retries the
+        stitch errors of ``manifest_stitcher.errors.RETRIED_ERRORS`` (passing registry faults)
+        and the Lambda service errors of :data:`RETRYABLE_LAMBDA_ERRORS`; catch the others
+        by name with ``add_catch(errors=stitch_error_names())``. ``props`` go to
+        ``LambdaInvoke``.
         """
         invoke = tasks.LambdaInvoke(
             scope,
@@ -282,9 +294,31 @@ class ManifestStitcher(Construct):
             max_attempts=6,
         )
         invoke.add_retry(
-            errors=["RegistryUnavailable"],
+            errors=[error.__name__ for error in stitch_errors.RETRIED_ERRORS],
             interval=Duration.seconds(5),
             backoff_rate=2,
             max_attempts=3,
         )
         return invoke
+
+
+def stitch_error_names() -> list[str]:
+    """Every error name of the stitch contract (``manifest_stitcher.errors.ERRORS``)."""
+    return [error.__name__ for error in stitch_errors.ERRORS]
+
+
+def _layer_problems(scope: Construct, version: Any) -> list[str]:
+    problems: list[str] = []
+    if not isinstance(version, str) or not _RELEASE.match(version):
+        problems.append(
+            f"powertools_version {version!r} is not a Powertools 3.x release; expected"
+            f" e.g. {POWERTOOLS_VERSION!r}"
+        )
+    region = Stack.of(scope).region
+    if not Token.is_unresolved(region) and region.startswith(_NO_PUBLIC_LAYER_PARAMETER):
+        problems.append(
+            f"Powertools publishes no SSM parameter for its layer in {region}; pass"
+            " powertools_layer=LayerVersion.from_layer_version_arn(...) with the layer ARN the"
+            " Powertools documentation gives for that partition"
+        )
+    return problems

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from pathlib import Path
 from typing import Any
@@ -9,16 +10,24 @@ from typing import Any
 import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_stepfunctions as sfn
-from aws_cdk.assertions import Annotations, Match, Template
+from aws_cdk.assertions import Match, Template
 from cdk_nag import AwsSolutionsChecks
 
 from ecr_multiarch.build import PlatformBuild
 from ecr_multiarch.platform import Platform
 from ecr_multiarch.repository import MultiArchRepository
-from ecr_multiarch.stitcher import STITCH_ACTIONS, ManifestStitcher
+from ecr_multiarch.stitcher import (
+    POWERTOOLS_VERSION,
+    STITCH_ACTIONS,
+    ManifestStitcher,
+    powertools_layer_parameter,
+)
+from manifest_stitcher import errors
 
 FUNCTION = "AWS::Lambda::Function"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -73,37 +82,63 @@ def test_function_is_python313_on_arm64_with_the_contract_handler(synth: dict) -
     )
 
 
-def test_function_uses_the_powertools_layer_of_the_stack_region(synth: dict) -> None:
-    (function, _) = resources(synth, FUNCTION, "")
+def _layer_parameter(template: dict[str, Any], function: dict[str, Any]) -> dict[str, Any]:
     (layer,) = function["Layers"]
-    parts = layer["Fn::Join"][1]
-    assert parts[0] == "arn:"
-    assert parts[1] == {"Ref": "AWS::Partition"}
-    assert parts[2].startswith(":lambda:eu-west-1:017000801446:layer:")
-    assert parts[2].split(":layer:")[1].startswith("AWSLambdaPowertoolsPythonV3-python313-arm64:")
+    return template["Parameters"][layer["Ref"]]
+
+
+def test_function_uses_the_powertools_layer_resolved_from_ssm(synth: dict) -> None:
+    # docs/aws-assumptions.md#powertools-layer-ssm
+    (function, _) = resources(synth, FUNCTION, "")
+    assert _layer_parameter(synth["json"], function) == {
+        "Type": "AWS::SSM::Parameter::Value<String>",
+        "Default": "/aws/service/powertools/python/arm64/python3.13/3.37.0",
+    }
+
+
+def test_layer_is_the_powertools_release_the_tests_run() -> None:
+    pinned = [
+        line.split("==", 1)[1].strip()
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if line.startswith("aws-lambda-powertools")
+    ]
+    assert pinned == [POWERTOOLS_VERSION]
+    assert importlib.metadata.version("aws-lambda-powertools") == POWERTOOLS_VERSION
+    assert powertools_layer_parameter().endswith(f"/python3.13/{POWERTOOLS_VERSION}")
 
 
 def test_layer_follows_an_environment_agnostic_stack() -> None:
     stack = cdk.Stack(cdk.App(), "Agnostic")
-    stitcher = ManifestStitcher(stack, "Stitcher", powertools_layer_version=40)
-    arn = stack.resolve(stitcher.powertools_layer.layer_version_arn)
-    assert {"Ref": "AWS::Region"} in arn["Fn::Join"][1]
-    assert arn["Fn::Join"][1][-1].endswith("python313-arm64:40")
+    ManifestStitcher(stack, "Stitcher", powertools_version="3.36.1")
+    template = Template.from_stack(stack).to_json()
+    (function,) = [r["Properties"] for r in template["Resources"].values() if r["Type"] == FUNCTION]
+    assert _layer_parameter(template, function)["Default"].endswith("/python3.13/3.36.1")
 
 
-def test_china_regions_use_the_china_publishing_account() -> None:
-    stack = cdk.Stack(cdk.App(), "China", env=cdk.Environment(region="cn-north-1"))
-    stitcher = ManifestStitcher(stack, "Stitcher")
-    arn = stack.resolve(stitcher.powertools_layer.layer_version_arn)
-    assert ":lambda:cn-north-1:498634801083:layer:" in arn["Fn::Join"][1][2]
-
-
-def test_govcloud_warns_that_the_layer_must_be_given() -> None:
-    stack = cdk.Stack(cdk.App(), "Gov", env=cdk.Environment(region="us-gov-west-1"))
-    ManifestStitcher(stack, "Stitcher")
-    Annotations.from_stack(stack).has_warning(
-        "/Gov/Stitcher", Match.string_like_regexp("published from another account in us-gov-west-1")
+@pytest.mark.parametrize("region", ["cn-north-1", "us-gov-west-1"])
+def test_partitions_without_the_ssm_parameter_need_a_layer(region: str) -> None:
+    stack = cdk.Stack(cdk.App(), "Elsewhere", env=cdk.Environment(region=region))
+    with pytest.raises(ValueError, match=f"no SSM parameter for its layer in {region}"):
+        ManifestStitcher(stack, "Stitcher")
+    arn = (
+        f"arn:aws-cn:lambda:{region}:498634801083:layer:"
+        "AWSLambdaPowertoolsPythonV3-python313-arm64:20"
     )
+    layer = lambda_.LayerVersion.from_layer_version_arn(stack, "Layer", arn)
+    stitcher = ManifestStitcher(stack, "Given", powertools_layer=layer)
+    assert stitcher.powertools_layer is layer
+
+
+def test_stitcher_may_read_the_registry_id(synth: dict) -> None:
+    # The ECR adapter's DescribeRegistry fallback (lambdas/manifest_stitcher/ecr.py).
+    role_ref = resources(synth, FUNCTION, "Stitcher")[0]["Role"]["Fn::GetAtt"][0]
+    statements = [
+        s
+        for p in resources(synth, "AWS::IAM::Policy", "")
+        if {"Ref": role_ref} in p["Roles"]
+        for s in p["PolicyDocument"]["Statement"]
+    ]
+    assert {"Action": "ecr:DescribeRegistry", "Effect": "Allow", "Resource": "*"} in statements
 
 
 def test_powertools_environment_and_tracing(synth: dict) -> None:
@@ -155,7 +190,11 @@ def test_stitcher_role_may_only_stitch_in_its_repositories(synth: dict) -> None:
         if {"Ref": role_ref} in p["Roles"]
         for s in p["PolicyDocument"]["Statement"]
     ]
-    ecr_statements = [s for s in statements if as_list(s["Action"])[0].startswith("ecr:")]
+    ecr_statements = [
+        s
+        for s in statements
+        if as_list(s["Action"])[0].startswith("ecr:") and s["Action"] != "ecr:DescribeRegistry"
+    ]
     assert [sorted(as_list(s["Action"])) for s in ecr_statements] == [sorted(STITCH_ACTIONS)] * 2
     own, imported = ([*as_list(s["Resource"])] for s in ecr_statements)
     assert len(own) == 1
@@ -166,8 +205,12 @@ def test_stitcher_role_may_only_stitch_in_its_repositories(synth: dict) -> None:
     for statement in others:
         actions = set(as_list(statement["Action"]))
         if "*" in as_list(statement["Resource"]):
-            # The only '*': X-Ray, which supports no resource-level permissions.
-            assert actions == {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+            # The only '*': X-Ray and DescribeRegistry, which support no resource-level
+            # permissions.
+            assert actions in (
+                {"xray:PutTraceSegments", "xray:PutTelemetryRecords"},
+                {"ecr:DescribeRegistry"},
+            )
         else:
             assert actions == {"logs:CreateLogStream", "logs:PutLogEvents"}
             (resource,) = as_list(statement["Resource"])
@@ -184,7 +227,7 @@ def test_grant_stitch_returns_the_grant(synth: dict) -> None:
     assert len(synth["stitcher"].repositories) == 2
 
 
-def test_second_stitcher_without_repositories_has_no_ecr_access(synth: dict) -> None:
+def test_second_stitcher_without_repositories_has_no_repository_access(synth: dict) -> None:
     role_ref = resources(synth, FUNCTION, "SecondStitcher")[0]["Role"]["Fn::GetAtt"][0]
     actions = [
         a
@@ -193,7 +236,7 @@ def test_second_stitcher_without_repositories_has_no_ecr_access(synth: dict) -> 
         for s in p["PolicyDocument"]["Statement"]
         for a in as_list(s["Action"])
     ]
-    assert not [a for a in actions if a.startswith("ecr:")]
+    assert [a for a in actions if a.startswith("ecr:")] == ["ecr:DescribeRegistry"]
 
 
 def definition(synth: dict[str, Any]) -> dict[str, Any]:
@@ -219,8 +262,9 @@ def test_task_retries_registry_and_lambda_service_errors(synth: dict) -> None:
             "Lambda.SdkClientException",
             "Lambda.TooManyRequestsException",
         ],
-        ["RegistryUnavailable"],
+        [error.__name__ for error in errors.RETRIED_ERRORS],
     ]
+    assert retries[1]["ErrorEquals"] == ["RegistryUnavailable"]
     assert all(r["BackoffRate"] == 2 for r in retries)
 
 
@@ -240,7 +284,7 @@ def test_bad_props_are_all_reported_at_once() -> None:
     with pytest.raises(
         ValueError,
         match=r"memory_size 64 must be 128-10240 MiB; timeout 20 minutes must be"
-        r".*log_level 'LOUD' must be DEBUG.*powertools_layer_version 0 must be",
+        r".*log_level 'LOUD' must be DEBUG.*powertools_version '3' is not a Powertools 3.x",
     ):
         ManifestStitcher(
             stack,
@@ -248,7 +292,7 @@ def test_bad_props_are_all_reported_at_once() -> None:
             memory_size=64,
             timeout=cdk.Duration.minutes(20),
             log_level="LOUD",
-            powertools_layer_version=0,
+            powertools_version="3",
         )
     assert stack.node.try_find_child("Stitcher") is None
 
