@@ -2,7 +2,8 @@
 
 ``MultiArchImagePipeline`` is the whole pipeline; ``Platform``, ``Source``,
 ``PlatformBuild``, ``ManifestStitcher`` and ``MultiArchRepository`` are its
-parts, each usable alone. The names are imported lazily, so that importing
+parts, each usable alone (``Source`` is subclassed for triggers of your own,
+its ``bind`` returning a ``SourceConfig``). The names are imported lazily, so that importing
 ``ecr_multiarch`` (as the ``ecr-multiarch`` command line does) loads neither
 aws_cdk nor boto3.
 """
@@ -21,6 +22,7 @@ __all__ = [
     "Platform",
     "PlatformBuild",
     "Source",
+    "SourceConfig",
     "__version__",
 ]
 
@@ -32,6 +34,7 @@ _EXPORTS = {
     "Platform": "platform",
     "PlatformBuild": "build",
     "Source": "source",
+    "SourceConfig": "source",
 }
 
 if TYPE_CHECKING:
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
     from .pipeline import MultiArchImagePipeline
     from .platform import Platform
     from .repository import MultiArchRepository
-    from .source import Source
+    from .source import Source, SourceConfig
     from .stitcher import ManifestStitcher
 
 

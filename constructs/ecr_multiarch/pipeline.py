@@ -2,30 +2,33 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aws_cdk import Acknowledgment, Annotations, CfnElement, Duration, Stack, Token, Validations
+from aws_cdk import Annotations, Duration, Names, Stack, Token
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 
 from constructs import Construct
-from manifest_stitcher import errors as stitch_errors
+from manifest_stitcher import grammar
 
 from .build import PlatformBuild
+from .nag import acknowledge, acknowledge_resource
 from .platform import Platform
 from .repository import CACHE_TAG_PREFIX, MultiArchRepository
-from .source import Source, SourceTrigger
-from .stitcher import ManifestStitcher
+from .source import Source, SourceConfig
+from .stitcher import ManifestStitcher, stitch_error_names
 
 __all__ = ["EVENT_DETAIL_TYPE", "EVENT_SOURCE", "STITCH_ERRORS", "MultiArchImagePipeline"]
 
@@ -34,18 +37,14 @@ EVENT_SOURCE = "ecr-multiarch"
 EVENT_DETAIL_TYPE = "Multi-architecture image published"
 """The ``detail-type`` of the EventBridge event published for every new image."""
 
-STITCH_ERRORS: tuple[str, ...] = tuple(
-    error.__name__
-    for error in (
-        stitch_errors.InvalidStitchRequest,
-        stitch_errors.ImageNotFound,
-        stitch_errors.PlatformConflict,
-        stitch_errors.UnsupportedMediaType,
-        stitch_errors.TagImmutable,
-        stitch_errors.RegistryUnavailable,
-    )
-)
-"""The stitcher's error names (Step Functions error = exception class name), caught by name."""
+STITCH_ERRORS: tuple[str, ...] = tuple(stitch_error_names())
+"""The stitcher's error names (Step Functions error = exception class name), caught by name:
+``manifest_stitcher.errors.ERRORS``."""
+
+START_RETRY_ATTEMPTS = 185
+"""How often EventBridge retries starting an execution (its maximum)."""
+START_MAX_EVENT_AGE = Duration.hours(24)
+"""How long EventBridge keeps retrying to start an execution (its maximum)."""
 
 MIN_COMMIT_LENGTH = 7
 MAX_COMMIT_LENGTH = 64  # a SHA-256 object name
@@ -53,7 +52,6 @@ MAX_COMMIT_LENGTH = 64  # a SHA-256 object name
 # ``latest`` and ``buildcache-*``, which leaves three for moving extra tags.
 MAX_EXTRA_TAGS_NEW_REPOSITORY = 3
 MAX_TIMEOUT = Duration.days(365)
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DEFAULT_PLATFORMS = (Platform.LINUX_AMD64, Platform.LINUX_ARM64)
 
 
@@ -103,6 +101,7 @@ class MultiArchImagePipeline(Construct):
         event_bus: events.IEventBus | None = None,
         timeout: Duration | None = None,
         log_retention: logs.RetentionDays = logs.RetentionDays.THREE_MONTHS,
+        stitcher_powertools_layer: lambda_.ILayerVersion | None = None,
     ) -> None:
         """Create the builds, the stitcher, the state machine, its trigger and its alarm.
 
@@ -134,13 +133,15 @@ class MultiArchImagePipeline(Construct):
         :param timeout: the execution timeout (up to 365 days). Default: 2 hours, or 4 hours
             with an emulated platform (its build may take up to 3 hours).
         :param log_retention: how long execution logs are kept. Default: three months.
+        :param stitcher_powertools_layer: the Powertools layer of the stitcher (needed in the
+            China and GovCloud partitions). Default: the public layer of the Powertools release
+            the project tests with, resolved at deploy time from its SSM parameter.
         """
         super().__init__(scope, id)
         platforms = tuple(platforms)
         extra_tags = tuple(extra_tags)
-        branch = (
-            default_branch if default_branch is not None else getattr(source, "default_branch", "")
-        )
+        source_branch = source.default_branch if isinstance(source, Source) else ""
+        branch = default_branch if default_branch is not None else source_branch
         _validate(
             source=source,
             platforms=platforms,
@@ -167,7 +168,12 @@ class MultiArchImagePipeline(Construct):
         )
         """The ECR repository holding the per-platform images and the index."""
 
-        self.stitcher = ManifestStitcher(self, "Stitcher", repositories=[self.repository])
+        self.stitcher = ManifestStitcher(
+            self,
+            "Stitcher",
+            repositories=[self.repository],
+            powertools_layer=stitcher_powertools_layer,
+        )
         """The Lambda function that stitches the per-platform images into one index."""
 
         builds_scope = Construct(self, "Builds")
@@ -200,8 +206,18 @@ class MultiArchImagePipeline(Construct):
         )
         """The event bus receiving an event for every published image."""
 
-        self.log_group = logs.LogGroup(self, "ExecutionLogs", retention=log_retention)
-        """The CloudWatch log group of the executions (level ALL, with execution data)."""
+        self.log_group = logs.LogGroup(
+            self,
+            "ExecutionLogs",
+            # Under /aws/vendedlogs/states/, Step Functions needs no entry in the account's
+            # size-capped CloudWatch Logs resource policy (docs/aws-assumptions.md
+            # #sfn-vended-logs); the stack name and path keep the name unique in the account.
+            log_group_name="/aws/vendedlogs/states/"
+            + Names.unique_resource_name(self, max_length=200, separator="-"),
+            retention=log_retention,
+        )
+        """The CloudWatch log group of the executions (level ALL, with execution data),
+        ``/aws/vendedlogs/states/<stack>-<path>-<hash>``."""
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
@@ -221,7 +237,8 @@ class MultiArchImagePipeline(Construct):
 
         self._acknowledge_findings()
 
-        self.trigger: SourceTrigger = source.bind(Construct(self, "Trigger"), self.state_machine)
+        self._start_failures: sqs.Queue | None = None
+        self.trigger: SourceConfig = source.bind(Construct(self, "Trigger"), self)
         """What the source created to start executions (rules or a CodePipeline pipeline)."""
 
         self.alarm = self._failure_alarm()
@@ -234,10 +251,10 @@ class MultiArchImagePipeline(Construct):
                 "new repository: it cannot move once set. Pass literal tags, or a repository "
                 "whose exclusions cover it.",
             )
-        if source.kind == "manual" and source.build_source is None and buildspec is None:
+        if source.build_source is None and buildspec is None:
             Annotations.of(self).add_warning_v2(
                 "ecr-multiarch:no-build-source",
-                "Source.manual() without a build source: the builds have no code to check out "
+                "A source without a build source: the builds have no code to check out "
                 "and the generated buildspec builds an empty context. Pass a CodeBuild source "
                 "to Source.manual(...) or a buildspec that fetches the code.",
             )
@@ -246,22 +263,110 @@ class MultiArchImagePipeline(Construct):
         """Let ``grantee`` start executions (for your own triggers)."""
         return self.state_machine.grant_start_execution(grantee)
 
+    def execution_target(self, input: Mapping[str, Any]) -> targets.SfnStateMachine:
+        """An EventBridge target that starts an execution with ``input`` (for a `Source`).
+
+        A throttled or failed ``StartExecution`` is retried for up to 24 hours (185 times,
+        EventBridge's maximum); an event that still cannot start one lands in
+        :attr:`start_failures`, whose alarm notifies ``topic``. ``input`` is the execution
+        input, with ``events.EventField`` values for parts of the event.
+        """
+        return targets.SfnStateMachine(
+            self.state_machine,
+            input=events.RuleTargetInput.from_object(dict(input)),
+            dead_letter_queue=self.start_failures,
+            retry_attempts=START_RETRY_ATTEMPTS,
+            max_event_age=START_MAX_EVENT_AGE,
+        )
+
+    @property
+    def start_failures(self) -> sqs.Queue:
+        """The dead-letter queue of events that could not start an execution (made on first use).
+
+        Encrypted (SQS-managed keys), TLS only, messages kept 14 days (SQS's maximum), and an
+        alarm (``StartFailuresAlarm``) on its first message. Each message is the event, so it
+        can be replayed: its ``detail`` says what should have been built.
+        """
+        if self._start_failures is None:
+            queue = sqs.Queue(
+                self,
+                "StartFailures",
+                encryption=sqs.QueueEncryption.SQS_MANAGED,
+                enforce_ssl=True,
+                retention_period=Duration.days(14),
+            )
+            acknowledge(
+                queue,
+                "AwsSolutions-SQS3",
+                "This queue is itself the dead-letter queue of the EventBridge targets that "
+                "start executions; a dead-letter queue of its own would only move the events.",
+            )
+            alarm = cloudwatch.Alarm(
+                self,
+                "StartFailuresAlarm",
+                alarm_description="An event could not start an ecr-multiarch image execution",
+                metric=queue.metric_approximate_number_of_messages_visible(
+                    period=Duration.minutes(5), statistic=cloudwatch.Stats.MAXIMUM
+                ),
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=(
+                    cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+                ),
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+            self._notify(alarm, "AllowStartFailuresAlarm")
+            self._start_failures = queue
+        return self._start_failures
+
+    def on_image_published(
+        self,
+        id: str,
+        *,
+        target: events.IRuleTarget | None = None,
+        description: str | None = None,
+    ) -> events.Rule:
+        """An EventBridge rule matching this pipeline's "image published" events.
+
+        The rule is on ``event_bus`` and matches ``source`` :data:`EVENT_SOURCE`,
+        ``detail-type`` :data:`EVENT_DETAIL_TYPE` and this pipeline's repository; the event's
+        ``detail`` has ``repositoryName``, ``digest``, ``mediaType``, ``tags``, ``imageUri``,
+        ``changed``, ``platforms``, ``commit``, ``branch``, ``gitTag`` and ``execution``.
+
+        :param id: the rule's construct id (inside this pipeline).
+        :param target: where the events go. Default: none yet (``rule.add_target(...)``).
+        :param description: Default: "Images published by <pipeline path>".
+        """
+        rule = events.Rule(
+            self,
+            id,
+            event_bus=self.event_bus,
+            description=description or f"Images published by {self.node.path}",
+            event_pattern=events.EventPattern(
+                source=[EVENT_SOURCE],
+                detail_type=[EVENT_DETAIL_TYPE],
+                detail={"repositoryName": [self.repository.repository_name]},
+            ),
+        )
+        if target is not None:
+            rule.add_target(target)
+        return rule
+
     def _acknowledge_findings(self) -> None:
         """Acknowledge the cdk-nag findings inherent to the workflow, with the reasons."""
-        for rule, reason in (
-            (
-                "AwsSolutions-IAM5[Resource::*]",
-                "X-Ray tracing (xray:PutTraceSegments, ...) and CloudWatch Logs delivery for "
-                "Step Functions (logs:CreateLogDelivery, ...) support no resource-level "
-                "permissions.",
-            ),
-            (
-                f"AwsSolutions-IAM5[Resource::<{_logical_id(self.stitcher.function)}.Arn>:*]",
-                "The Stitch task may invoke the versions and aliases (ARN:*) of the stitcher "
-                "function only: the grant CDK's LambdaInvoke task writes.",
-            ),
-        ):
-            Validations.of(self.state_machine).acknowledge(Acknowledgment(id=rule, reason=reason))
+        acknowledge(
+            self.state_machine,
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray tracing (xray:PutTraceSegments, ...) and CloudWatch Logs delivery for "
+            "Step Functions (logs:CreateLogDelivery, ...) support no resource-level "
+            "permissions.",
+        )
+        acknowledge_resource(
+            self.state_machine,
+            f"{self.stitcher.function.function_arn}:*",
+            "The Stitch task may invoke the versions and aliases (ARN:*) of the stitcher "
+            "function only: the grant CDK's LambdaInvoke task writes.",
+        )
 
     # ------------------------------------------------------------------ workflow
 
@@ -367,7 +472,11 @@ class MultiArchImagePipeline(Construct):
             result_path=sfn.JsonPath.DISCARD,
         )
 
-        for state in (build_platforms, stitch, publish):
+        # The steps after the merged input, in order: each is chained to the next and each
+        # failure is caught into <state>Failed -> NotifyFailure -> Failed. A step between the
+        # builds and the stitch (a gate on the images' scan findings, say) goes in this list.
+        steps: list[sfn.Parallel | sfn.TaskStateBase] = [build_platforms, stitch, publish]
+        for state in steps:
             caught = sfn.Pass(
                 self,
                 f"{state.state_id}Failed",
@@ -383,7 +492,9 @@ class MultiArchImagePipeline(Construct):
 
         check_input.when(self._input_is_valid(), apply_defaults)
         check_input.otherwise(invalid_input.next(notify))
-        apply_defaults.next(merge_input).next(build_platforms).next(stitch).next(publish)
+        chain = apply_defaults.next(merge_input)
+        for state in steps:
+            chain = chain.next(state)
         return check_input
 
     def _input_is_valid(self) -> sfn.Condition:
@@ -487,6 +598,11 @@ class MultiArchImagePipeline(Construct):
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
+        self._notify(alarm, "AllowFailedExecutionsAlarm")
+        return alarm
+
+    def _notify(self, alarm: cloudwatch.Alarm, sid: str) -> None:
+        """Send ``alarm``'s state changes to ``topic``, and let the topic policy allow it."""
         alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
         # CloudWatch publishes an alarm action as its service principal, which only the topic
         # policy can allow. A topic policy (enforce_ssl writes one) replaces SNS's default
@@ -495,7 +611,7 @@ class MultiArchImagePipeline(Construct):
         # (An imported topic's policy cannot be changed here; its owner must allow the alarm.)
         self.topic.add_to_resource_policy(
             iam.PolicyStatement(
-                sid="AllowFailedExecutionsAlarm",
+                sid=sid,
                 actions=["sns:Publish"],
                 principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
                 resources=[self.topic.topic_arn],
@@ -505,15 +621,6 @@ class MultiArchImagePipeline(Construct):
                 },
             )
         )
-        return alarm
-
-
-def _logical_id(construct: Construct) -> str:
-    """The logical id of ``construct``'s CloudFormation resource, as cdk-nag names it."""
-    resource = construct.node.default_child
-    if not isinstance(resource, CfnElement):
-        raise TypeError(f"{construct.node.path} has no CloudFormation resource")
-    return Stack.of(construct).get_logical_id(resource)
 
 
 def _input_help(source: Source) -> str:
@@ -619,10 +726,10 @@ def _extra_tag_problems(extra_tags: tuple[Any, ...], *, new_repository: bool) ->
     for index, tag in enumerate(extra_tags):
         if isinstance(tag, str) and Token.is_unresolved(tag):
             continue
-        if not isinstance(tag, str) or not _TAG.match(tag):
+        if not isinstance(tag, str) or not grammar.TAG.match(tag):
             problems.append(
-                f"extra_tags[{index}] {tag!r} is not a valid image tag; expected 1-128 "
-                "characters of [A-Za-z0-9_.-], not starting with '.' or '-'"
+                f"extra_tags[{index}] {tag!r} is not a valid image tag; expected "
+                f"{grammar.TAG_EXPECTED}"
             )
         elif tag == "latest":
             problems.append(

@@ -15,11 +15,13 @@ from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_codecommit as codecommit
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_sns as sns
 from aws_cdk.assertions import Annotations, Match, Template
 
 import ecr_multiarch
 from ecr_multiarch import MultiArchImagePipeline, Platform, Source
+from manifest_stitcher import errors
 
 from . import local_sfn
 from .asl import all_states, resolve
@@ -31,14 +33,8 @@ DIGESTS = {
     "arm-v7": "sha256:" + "c" * 64,
 }
 COMMIT = "3f2a1bc9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3"
-STITCH_ERRORS = (
-    "InvalidStitchRequest",
-    "ImageNotFound",
-    "PlatformConflict",
-    "UnsupportedMediaType",
-    "TagImmutable",
-    "RegistryUnavailable",
-)
+# The stitch contract's error names come from their one home.
+STITCH_ERRORS = tuple(error.__name__ for error in errors.ERRORS)
 
 
 @dataclass
@@ -213,6 +209,7 @@ def test_stitch_retries_registry_and_lambda_service_errors(synth: Synth) -> None
 def test_stitch_errors_are_caught_by_name_before_anything_else(synth: Synth) -> None:
     named, anything = _states(synth, synth.hello)["Stitch"]["Catch"]
     assert named["ErrorEquals"] == list(STITCH_ERRORS)
+    assert {"InvalidStitchRequest", "ImageNotFound", "TagImmutable"} <= set(STITCH_ERRORS)
     assert anything["ErrorEquals"] == ["States.ALL"]
     assert named["Next"] == anything["Next"] == "StitchFailed"
 
@@ -305,6 +302,66 @@ def test_state_machine_logs_everything_traces_and_times_out(synth: Synth) -> Non
     assert synth.definition(synth.emulated)["TimeoutSeconds"] == 5400
 
 
+def test_execution_logs_go_to_a_vended_logs_group_of_their_own(synth: Synth) -> None:
+    # docs/aws-assumptions.md#sfn-vended-logs
+    names = {
+        name: synth.raw["Resources"][synth.logical_id(pipeline.log_group)]["Properties"][
+            "LogGroupName"
+        ]
+        for name, pipeline in (("hello", synth.hello), ("emulated", synth.emulated))
+    }
+    for name in names.values():
+        assert name.startswith("/aws/vendedlogs/states/PipelineTest-")
+        assert len(name) <= 512
+    assert names["hello"] != names["emulated"]
+    assert "Hello" in names["hello"]
+
+
+def test_on_image_published_returns_a_rule_for_this_pipeline(synth: Synth) -> None:
+    stack = cdk.Stack(cdk.App(), "Subscriber")
+    pipeline = MultiArchImagePipeline(
+        stack,
+        "Hello",
+        source=Source.manual(codebuild.Source.git_hub(owner="octo", repo="hello")),
+        repository_name="hello",
+        platforms=[Platform.LINUX_ARM64],
+    )
+    topic = sns.Topic(stack, "Deployments", enforce_ssl=True)
+    rule = pipeline.on_image_published("Deploy", target=targets.SnsTopic(topic))
+    assert isinstance(rule, events.Rule)
+    template = Template.from_stack(stack).to_json()
+    (properties,) = [
+        r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::Events::Rule"
+    ]
+    repository = stack.get_logical_id(pipeline.repository.node.default_child)  # type: ignore[arg-type]
+    assert properties["EventPattern"] == {
+        "source": [ecr_multiarch.pipeline.EVENT_SOURCE],
+        "detail-type": [ecr_multiarch.pipeline.EVENT_DETAIL_TYPE],
+        "detail": {"repositoryName": [{"Ref": repository}]},
+    }
+    assert properties["EventBusName"] == "default"
+    (target,) = properties["Targets"]
+    assert target["Arn"] == {"Ref": stack.get_logical_id(topic.node.default_child)}  # type: ignore[arg-type]
+    # The rule matches exactly what PublishImageEvent sends.
+    (publish,) = [
+        state
+        for state in all_states(
+            json.loads(
+                resolve(
+                    template["Resources"][
+                        stack.get_logical_id(pipeline.state_machine.node.default_child)  # type: ignore[arg-type]
+                    ]["Properties"]["DefinitionString"],
+                    template["Resources"],
+                )
+            )
+        ).values()
+        if state.get("Resource", "").endswith("events:putEvents")
+    ]
+    (entry,) = publish["Parameters"]["Entries"]
+    assert entry["Source"] == properties["EventPattern"]["source"][0]
+    assert entry["DetailType"] == properties["EventPattern"]["detail-type"][0]
+
+
 def test_default_timeout_outlasts_an_emulated_build() -> None:
     # An emulated build may run for 3 hours: the execution must not time out before it.
     stack = cdk.Stack(cdk.App(), "EmulatedTimeout")
@@ -354,27 +411,28 @@ def test_topic_policy_lets_the_alarm_publish(synth: Synth, name: str) -> None:
         if resource["Type"] == "AWS::SNS::TopicPolicy"
         and resource["Properties"]["Topics"] == [{"Ref": topic}]
     )
-    allows = [
-        statement
+    allows = {
+        statement["Sid"]: statement
         for statement in policy["Statement"]
         if statement["Effect"] == "Allow"
         and statement["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
-    ]
-    assert allows == [
-        {
-            "Sid": "AllowFailedExecutionsAlarm",
+    }
+    alarms = {"AllowFailedExecutionsAlarm": pipeline.alarm}
+    if pipeline.trigger.rules:
+        alarms["AllowStartFailuresAlarm"] = pipeline.node.find_child("StartFailuresAlarm")
+    assert set(allows) == set(alarms)
+    for sid, alarm in alarms.items():
+        assert allows[sid] == {
+            "Sid": sid,
             "Effect": "Allow",
             "Principal": {"Service": "cloudwatch.amazonaws.com"},
             "Action": "sns:Publish",
             "Resource": {"Ref": topic},
             "Condition": {
-                "ArnLike": {
-                    "aws:SourceArn": {"Fn::GetAtt": [synth.logical_id(pipeline.alarm), "Arn"]}
-                },
+                "ArnLike": {"aws:SourceArn": {"Fn::GetAtt": [synth.logical_id(alarm), "Arn"]}},
                 "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
             },
         }
-    ]
 
 
 def test_state_machine_role_may_publish_the_notification_and_the_event(synth: Synth) -> None:
@@ -562,7 +620,10 @@ def _pipeline(**kwargs: Any) -> MultiArchImagePipeline:
         ({"commit_length": True}, r"commit_length True is out of range"),
         ({"extra_tags": ["-bad"]}, r"extra_tags\[0\] '-bad' is not a valid image tag"),
         ({"extra_tags": ["a/b"]}, r"extra_tags\[0\] 'a/b' is not a valid image tag"),
-        ({"extra_tags": ["x" * 129]}, r"is not a valid image tag; expected 1-128 characters"),
+        (
+            {"extra_tags": ["x" * 129]},
+            r"is not a valid image tag; expected a Docker tag: 1-128 characters",
+        ),
         ({"extra_tags": ["latest"]}, r"extra_tags contains 'latest'"),
         (
             {"extra_tags": ["buildcache-amd64"]},

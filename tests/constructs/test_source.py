@@ -10,10 +10,13 @@ from typing import Any
 import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_codecommit as codecommit
+from aws_cdk import aws_events as events
 from aws_cdk import aws_s3 as s3
-from aws_cdk.assertions import Match, Template
+from aws_cdk.assertions import Annotations, Match, Template
 
+from constructs import Construct
 from ecr_multiarch import MultiArchImagePipeline, Platform, Source
+from ecr_multiarch.source import SourceConfig
 
 from . import local_sfn
 from .asl import all_states, resolve
@@ -35,6 +38,7 @@ class Synth:
     pipelines: dict[str, MultiArchImagePipeline]
     code: codecommit.Repository
     bucket: s3.Bucket
+    plain_bucket: s3.Bucket
 
     def logical_id(self, construct: Any) -> str:
         """The logical id of a construct's CloudFormation resource."""
@@ -78,15 +82,18 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
         enforce_ssl=True,
         block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
     )
+    # A bucket made without EventBridge delivery: the S3 source turns it on.
+    plain_bucket = s3.Bucket(stack, "PlainSources", versioned=True, enforce_ssl=True)
     arm = [Platform.LINUX_ARM64]
     sources = {
         "Commit": Source.code_commit(code, branch="main"),
-        "CommitNoTags": Source.code_commit(code, branch="release/1.x", tags=False),
+        "CommitNoTags": Source.code_commit(code, branch="release/1.x", tag_pattern=None),
         "Lab": Source.connection(
             CONNECTION_ARN, "group/sub", "hello", branch="trunk", provider="GITLAB"
         ),
         "Hub": Source.connection(CONNECTION_ARN, "octo", "hello"),
         "Archive": Source.s3(bucket, "sources/hello.zip"),
+        "PlainArchive": Source.s3(plain_bucket, "hello.zip"),
         "Manual": Source.manual(),
     }
     pipelines = {
@@ -102,6 +109,7 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
         pipelines,
         code,
         bucket,
+        plain_bucket,
     )
 
 
@@ -154,11 +162,13 @@ def test_code_commit_rule_starts_on_pushes_to_the_branch(synth: Synth) -> None:
     }
 
 
-def test_code_commit_tag_rule_builds_pushed_tags(synth: Synth) -> None:
+def test_code_commit_tag_rule_builds_created_tags_matching_the_pattern(synth: Synth) -> None:
+    # docs/aws-assumptions.md#eventbridge-wildcard
     tag_rule = next(r for r in _rules(synth, "Commit") if "tag" in str(r["EventPattern"]))
     assert tag_rule["EventPattern"]["detail"] == {
         "event": ["referenceCreated"],
         "referenceType": ["tag"],
+        "referenceName": [{"wildcard": "v*"}],
     }
     assert _input_template(tag_rule) == {
         "commit": "$.detail.commitId",
@@ -353,6 +363,88 @@ def test_s3_execution_without_version_is_refused(synth: Synth, tmp_path: Path) -
     assert "Build arm64" not in run.inputs
 
 
+def test_s3_source_turns_on_eventbridge_delivery_of_a_bucket_made_here(synth: Synth) -> None:
+    # docs/aws-assumptions.md#s3-eventbridge
+    notifications = synth.raw["Resources"].values()
+    configs = {
+        json.dumps(r["Properties"]["BucketName"]): r["Properties"]["NotificationConfiguration"]
+        for r in notifications
+        if r["Type"] == "Custom::S3BucketNotifications"
+    }
+    assert configs[json.dumps({"Ref": synth.logical_id(synth.plain_bucket)})] == {
+        "EventBridgeConfiguration": {}
+    }
+
+
+def test_s3_source_warns_that_an_imported_bucket_must_send_events() -> None:
+    stack = cdk.Stack(cdk.App(), "Imported")
+    bucket = s3.Bucket.from_bucket_name(stack, "Theirs", "their-sources")
+    MultiArchImagePipeline(
+        stack, "Archive", source=Source.s3(bucket, "hello.zip"), platforms=[Platform.LINUX_ARM64]
+    )
+    Annotations.from_stack(stack).has_warning(
+        "/Imported/Archive",
+        Match.string_like_regexp("must send its events to Amazon EventBridge"),
+    )
+
+
+# --------------------------------------------------- every trigger that starts one
+
+
+def test_every_rule_target_retries_and_keeps_what_it_could_not_start(synth: Synth) -> None:
+    # docs/aws-assumptions.md#eventbridge-retry-dlq
+    rules = [r for r in synth.raw["Resources"].values() if r["Type"] == "AWS::Events::Rule"]
+    assert len(rules) == 5  # Commit (branch + tag), CommitNoTags, Archive, PlainArchive
+    for rule in rules:
+        (target,) = rule["Properties"]["Targets"]
+        assert target["RetryPolicy"] == {
+            "MaximumRetryAttempts": 185,
+            "MaximumEventAgeInSeconds": 86400,
+        }
+        (queue,) = [
+            lid
+            for lid, r in synth.raw["Resources"].items()
+            if r["Type"] == "AWS::SQS::Queue"
+            and {"Fn::GetAtt": [lid, "Arn"]} == target["DeadLetterConfig"]["Arn"]
+        ]
+        assert synth.raw["Resources"][queue]["Properties"] == {
+            "MessageRetentionPeriod": 1209600,
+            "SqsManagedSseEnabled": True,
+        }
+
+
+def test_dead_letter_queue_accepts_only_its_rules_over_tls_and_alarms(synth: Synth) -> None:
+    pipeline = synth.pipelines["Commit"]
+    queue = synth.logical_id(pipeline.start_failures)
+    (policy,) = [
+        r["Properties"]
+        for r in synth.resources("AWS::SQS::QueuePolicy", pipeline).values()
+        if r["Properties"]["Queues"] == [{"Ref": queue}]
+    ]
+    statements = policy["PolicyDocument"]["Statement"]
+    assert any(
+        s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        for s in statements
+    )
+    sends = [s for s in statements if s["Effect"] == "Allow"]
+    assert {s["Principal"]["Service"] for s in sends} == {"events.amazonaws.com"}
+    rule_arns = [s["Condition"]["ArnEquals"]["aws:SourceArn"] for s in sends]
+    assert len(rule_arns) == 2  # the branch rule and the tag rule
+    alarms = synth.resources("AWS::CloudWatch::Alarm", pipeline)
+    (alarm,) = [a["Properties"] for a in alarms.values() if "Namespace" in a["Properties"]]
+    assert alarm["Namespace"] == "AWS/SQS"
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}
+    ]
+    assert alarm["AlarmActions"] == [{"Ref": synth.logical_id(pipeline.topic)}]
+
+
+def test_manual_and_connection_sources_make_no_dead_letter_queue(synth: Synth) -> None:
+    for name in ("Manual", "Lab"):
+        assert synth.resources("AWS::SQS::Queue", synth.pipelines[name]) == {}
+
+
 # ---------------------------------------------------------------------- manual
 
 
@@ -363,6 +455,55 @@ def test_manual_source_creates_no_trigger(synth: Synth) -> None:
     assert synth.resources("AWS::Events::Rule", manual) == {}
     assert synth.resources("AWS::CodePipeline::Pipeline", manual) == {}
     assert _project(synth, "Manual")["Source"]["Type"] == "NO_SOURCE"
+
+
+# ------------------------------------------------------------------ your own kind
+
+
+class _ScheduledSource(Source):
+    """A source of one's own: build the head of ``main`` every night."""
+
+    def __init__(self) -> None:
+        super().__init__(default_branch="main", source_url="https://example.com/nightly")
+
+    def bind(self, scope: Construct, pipeline: MultiArchImagePipeline) -> SourceConfig:
+        rule = events.Rule(scope, "Nightly", schedule=events.Schedule.cron(hour="3", minute="0"))
+        rule.add_target(pipeline.execution_target({"commit": "refs/heads/main"}))
+        return SourceConfig(rules=(rule,))
+
+
+def test_a_source_of_your_own_binds_like_the_built_in_ones() -> None:
+    stack = cdk.Stack(cdk.App(), "Own")
+    pipeline = MultiArchImagePipeline(
+        stack, "Nightly", source=_ScheduledSource(), platforms=[Platform.LINUX_ARM64]
+    )
+    (rule,) = pipeline.trigger.rules
+    template = Template.from_stack(stack)
+    template.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "ScheduleExpression": "cron(0 3 * * ? *)",
+            "Targets": [
+                Match.object_like(
+                    {
+                        "Input": '{"commit":"refs/heads/main"}',
+                        "RetryPolicy": Match.object_like({"MaximumRetryAttempts": 185}),
+                        "DeadLetterConfig": Match.object_like({}),
+                    }
+                )
+            ],
+        },
+    )
+    assert pipeline.default_branch == "main"
+    assert isinstance(rule, events.Rule)
+
+
+def test_a_source_must_implement_bind() -> None:
+    class Incomplete(Source):
+        pass
+
+    with pytest.raises(TypeError, match="abstract"):
+        Incomplete()  # type: ignore[abstract]
 
 
 # ----------------------------------------------------------------- whole stack
@@ -418,6 +559,18 @@ def test_template_passes_cfn_lint(synth: Synth) -> None:
             r"key '/sources/hello\.zip' is not an object key",
         ),
         (lambda repo, bucket: Source.s3(bucket, ""), r"key '' is not an object key"),
+        (
+            lambda repo, bucket: Source.code_commit(repo, tag_pattern="-v*"),
+            r"tag_pattern '-v\*' is not a tag pattern; expected a Docker tag",
+        ),
+        (
+            lambda repo, bucket: Source.code_commit(repo, tag_pattern="release/v*"),
+            r"tag_pattern 'release/v\*' is not a tag pattern",
+        ),
+        (
+            lambda repo, bucket: Source.code_commit(repo, tag_pattern=""),
+            r"tag_pattern '' is not a tag pattern",
+        ),
     ],
 )
 def test_invalid_sources_are_rejected(make: Any, message: str) -> None:
