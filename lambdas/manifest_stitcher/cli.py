@@ -1,9 +1,11 @@
 """The ``ecr-multiarch`` command line: stitch per-platform images into one index, and inspect.
 
 Runs the same stitching code as the Lambda function, against ECR or any OCI
-registry. Heavy modules (requests, pydantic, boto3) are imported only by the
-command that needs them, so ``--help`` is instant and boto3 is loaded only for
-ECR registries.
+registry. ``--help`` and argument errors import only the standard library and the
+stitcher's stdlib-only modules (``grammar``, ``contract``); a stitch loads what it
+uses (urllib3 for the OCI client, boto3 only for ECR). One stitch has one
+deadline, ``--timeout`` (default ``DEFAULT_TIMEOUT_SECONDS``): every request,
+retry and wait counts against it.
 """
 
 from __future__ import annotations
@@ -17,18 +19,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from manifest_stitcher import grammar
+from manifest_stitcher.contract import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    INDEX_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+)
+
 if TYPE_CHECKING:
-    from manifest_stitcher.contract import Descriptor, Platform
+    from manifest_stitcher.contract import Descriptor, Platform, Registry
     from manifest_stitcher.oci import OciRegistry
     from manifest_stitcher.stitch import StitchResult
+    from manifest_stitcher.transport import Deadline
 
 PROG = "ecr-multiarch"
-DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+DEFAULT_TIMEOUT_SECONDS = 120.0
+"""Default ``--timeout``: far above a stitch's usual second, well below a CI job's limit."""
+DIGEST = grammar.DIGEST
 _DOCKER_HUB = "docker.io"
+_WORD = grammar.PLATFORM_WORD_PATTERN.strip("^$")
 # os[(os.version)]/arch[/variant], as containerd writes a platform.
 _PLATFORM = re.compile(
-    r"^(?P<os>[a-z0-9_]+)(?:\((?P<os_version>[^()]+)\))?/(?P<architecture>[a-z0-9_]+)"
-    r"(?:/(?P<variant>[a-z0-9_]+))?$"
+    rf"^(?P<os>{_WORD})(?:\((?P<os_version>[^()]+)\))?/(?P<architecture>{_WORD})"
+    rf"(?:/(?P<variant>{_WORD}))?$"
 )
 
 _STITCH_EXAMPLES = f"""\
@@ -45,7 +60,8 @@ examples:
   {PROG} stitch --event event.json --registry 127.0.0.1:5000
 
 exit codes: 0 ok, 2 invalid request, 3 image not found, 4 platform conflict or
-unsupported media type, 5 tag immutable, 6 registry unavailable or access denied
+unsupported media type (integrity failures included), 5 tag immutable,
+6 registry unavailable (or --timeout passed), 7 registry access denied
 """
 
 _INSPECT_EXAMPLES = f"""\
@@ -105,15 +121,12 @@ def parse_reference(text: str, *, what: str) -> Reference:
         path, _, tag = path.rpartition(":")
     if host == _DOCKER_HUB and path and "/" not in path:
         path = f"library/{path}"
-    if not path or not re.fullmatch(
-        r"(?:[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*/)*[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*", path
-    ):
+    if not path or not grammar.OCI_REPOSITORY.match(path):
         raise _UsageError(
-            f"{what} {text!r}: repository {path!r} is not a valid name "
-            "(lowercase letters, digits and . _ - separated by /)"
+            f"{what} {text!r}: repository {path!r} is not {grammar.OCI_REPOSITORY_EXPECTED}"
         )
-    if tag is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
-        raise _UsageError(f"{what} {text!r}: tag {tag!r} is not a valid Docker tag")
+    if tag is not None and not grammar.TAG.match(tag):
+        raise _UsageError(f"{what} {text!r}: tag {tag!r} is not {grammar.TAG_EXPECTED}")
     return Reference(host=host, repository=path, tag=tag, digest=digest or None)
 
 
@@ -255,7 +268,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds in (0, 86400]")
+    return value
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="give up after SECONDS for the whole command, retries and waits included "
+        f"(RegistryUnavailable, exit 6; nothing is written by a stitch that fails to read); "
+        f"default {DEFAULT_TIMEOUT_SECONDS:g}",
+    )
     parser.add_argument(
         "--insecure",
         action="store_true",
@@ -284,10 +316,22 @@ def _auth(args: argparse.Namespace) -> tuple[str, str] | None:
     return args.username, sys.stdin.readline().rstrip("\r\n")
 
 
-def _registry(host: str, repository: str, args: argparse.Namespace) -> OciRegistry:
-    from manifest_stitcher.oci import OciRegistry  # noqa: PLC0415 - loads requests
+def _deadline(args: argparse.Namespace) -> Deadline:
+    """The command's one deadline (made once, at the first registry adapter)."""
+    if getattr(args, "_deadline", None) is None:
+        from manifest_stitcher.transport import Deadline  # noqa: PLC0415 - loads urllib3
 
-    return OciRegistry(host, repository, insecure=args.insecure, auth=_auth(args))
+        args._deadline = Deadline(args.timeout, what=f"--timeout {args.timeout:g}")
+    deadline: Deadline = args._deadline
+    return deadline
+
+
+def _registry(host: str, repository: str, args: argparse.Namespace) -> OciRegistry:
+    from manifest_stitcher.oci import OciRegistry  # noqa: PLC0415 - loads urllib3
+
+    return OciRegistry(
+        host, repository, insecure=args.insecure, auth=_auth(args), deadline=_deadline(args)
+    )
 
 
 def _event_from_flags(args: argparse.Namespace) -> tuple[Reference, dict[str, Any]]:
@@ -343,9 +387,9 @@ def _stitch(args: argparse.Namespace) -> StitchResult:
             host = args.registry
             if "/" in host or not host:
                 raise _UsageError(f"--registry {host!r}: expected host[:port]")
-            registry: Any = _registry(host, request.repository_name, args)
+            registry: Registry = _registry(host, request.repository_name, args)
         else:
-            registry = _ecr_registry(request.repository_name, request.registry_id)
+            registry = _ecr_registry(request.repository_name, request.registry_id, args)
         return stitch(request, registry)
     target, event = _event_from_flags(args)
     try:
@@ -370,11 +414,11 @@ def _flag_names(message: str) -> str:
     return message.replace(" :", ":")
 
 
-def _ecr_registry(repository: str, registry_id: str | None) -> Any:
+def _ecr_registry(repository: str, registry_id: str | None, args: argparse.Namespace) -> Registry:
     """The ECR API adapter for an event without --registry (loads boto3)."""
     from manifest_stitcher.ecr import EcrRegistry  # noqa: PLC0415 - loads boto3
 
-    return EcrRegistry(repository, registry_id)
+    return EcrRegistry(repository, registry_id, deadline=_deadline(args))
 
 
 def _print_json(value: object) -> None:
@@ -402,10 +446,10 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
 
 
 _SHORT_TYPES = {
-    "application/vnd.oci.image.index.v1+json": "OCI image index",
-    "application/vnd.docker.distribution.manifest.list.v2+json": "Docker manifest list",
-    "application/vnd.oci.image.manifest.v1+json": "OCI image manifest",
-    "application/vnd.docker.distribution.manifest.v2+json": "Docker image manifest",
+    OCI_INDEX: "OCI image index",
+    DOCKER_MANIFEST_LIST: "Docker manifest list",
+    OCI_MANIFEST: "OCI image manifest",
+    DOCKER_MANIFEST: "Docker image manifest",
 }
 
 
@@ -455,7 +499,6 @@ def _index_entries(body: bytes) -> list[Descriptor]:
 
 def _inspect(args: argparse.Namespace) -> dict[str, Any]:
     from manifest_stitcher import core  # noqa: PLC0415
-    from manifest_stitcher.contract import INDEX_TYPES  # noqa: PLC0415
 
     ref = parse_reference(args.reference, what="REF")
     if not (ref.tag or ref.digest):
@@ -510,56 +553,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-_ACCESS_DENIED_CODES = frozenset(
-    {
-        "AccessDenied",
-        "AccessDeniedException",
-        "UnrecognizedClientException",
-        "InvalidClientTokenId",
-        "InvalidSignatureException",
-        "ExpiredToken",
-        "ExpiredTokenException",
-        "SignatureDoesNotMatch",
-    }
-)
-
-
-def _aws_problem(error: Exception) -> tuple[int, str] | None:
-    """Exit status and line for an AWS set-up problem of the ECR API (``--event``), else None.
-
-    Missing or refused AWS credentials are "access denied" (exit 6) and a missing
-    region is an invalid request (exit 2), as the exit status table says; without
-    this they ended as an unexpected error with status 1.
-    """
-    exceptions = sys.modules.get("botocore.exceptions")
-    if exceptions is None:  # botocore never loaded: not an ECR API problem
-        return None
-    if isinstance(error, exceptions.NoRegionError):
-        return 2, (
-            "InvalidStitchRequest: the ECR API needs an AWS region: set AWS_REGION "
-            "(or AWS_DEFAULT_REGION, or a region in your AWS profile)"
-        )
-    credential_errors = tuple(
-        getattr(exceptions, name)
-        for name in (
-            "NoCredentialsError",
-            "PartialCredentialsError",
-            "CredentialRetrievalError",
-            "TokenRetrievalError",
-            "SSOTokenLoadError",
-            "UnauthorizedSSOTokenError",
-        )
-        if hasattr(exceptions, name)
-    )
-    if isinstance(error, credential_errors):
-        return 6, f"RegistryAccessDenied: no usable AWS credentials for the ECR API: {error}"
-    if isinstance(error, exceptions.ClientError):
-        code = str(error.response.get("Error", {}).get("Code", ""))
-        if code in _ACCESS_DENIED_CODES:
-            return 6, f"RegistryAccessDenied: the ECR API refused access: {_one_line(str(error))}"
-    return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
@@ -575,11 +568,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(e, StitchError):
             print(f"{PROG}: {e.error_name}: {_one_line(str(e))}", file=sys.stderr)
             return e.exit_code
-        aws = _aws_problem(e)
-        if aws is not None:
-            status, text = aws
-            print(f"{PROG}: {text}", file=sys.stderr)
-            return status
         if os.environ.get("ECR_MULTIARCH_DEBUG"):
             raise
         print(

@@ -24,8 +24,18 @@ MANIFEST_MEDIA_TYPES: tuple[str, ...] = (
 )
 """Every manifest media type the stitcher reads; sent as Accept / acceptedMediaTypes."""
 
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+IMAGE_CONFIG_TYPES = frozenset({DOCKER_CONFIG, OCI_CONFIG})
+"""Config media types of a runnable image; any other config makes a manifest an artifact."""
+
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-"""ECR's PutImage limit on ``imageManifest`` (4 MiB)."""
+"""ECR's PutImage limit on ``imageManifest`` (4 MiB); no manifest read may be larger."""
+
+MAX_CONFIG_BYTES = 8 * 1024 * 1024
+"""Largest image config read (8 MiB). Configs are kilobytes (history, labels, env); the
+cap only keeps a hostile registry from filling the function's memory: eight parallel
+reads at the cap stay far below its 512 MiB."""
 
 
 @dataclass(frozen=True, order=True)
@@ -153,25 +163,29 @@ class Registry(Protocol):
         ...
 
     def get_manifests(self, refs: Sequence[ImageRef]) -> list[FetchedManifest]:
-        """Fetch every child with as few round trips as the API allows, in ``refs`` order.
+        """Fetch every ref in one round trip (concurrent requests or one batch call), in order.
 
-        Raises ``ImageNotFound`` naming every missing ref at once, and
-        ``RegistryUnavailable`` after retries. Reads only.
+        Each body is read with a cap of ``MAX_MANIFEST_BYTES``; bytes asked for by
+        digest must hash to it, and a tag's bytes must hash to the digest the
+        registry reports for the tag (``UnsupportedMediaType`` otherwise). Raises
+        ``ImageNotFound`` naming every missing ref at once, and ``RegistryUnavailable``
+        after retries or past the deadline. Reads only.
         """
         ...
 
     def get_blobs(self, digests: Sequence[str]) -> dict[str, bytes]:
-        """Fetch blobs (image configs) concurrently; digest -> exact bytes (verified)."""
+        """Fetch blobs (image configs) concurrently, each capped at ``MAX_CONFIG_BYTES``;
+        digest -> exact bytes, verified against the digest."""
         ...
 
-    def put_index(self, index: StitchedIndex, tags: Sequence[str]) -> bool:
-        """Write ``index.body`` under every tag, first tag first.
+    def put_tag(self, index: StitchedIndex, tag: str) -> bool:
+        """Make ``tag`` point at ``index.body`` (the exact bytes, digest ``index.digest``).
 
-        Returns True when at least one tag moved, False when every tag already
-        pointed at exactly this index (a re-run). Raises ``TagImmutable`` /
-        ``ImageNotFound`` / ``RegistryUnavailable``; when a later tag fails
-        after earlier ones were written, the error's ``moved_tags`` and message
-        say which tags moved.
+        Returns False when the tag already pointed at exactly this index (a re-run),
+        True when it moved. Raises ``TagImmutable`` / ``ImageNotFound`` /
+        ``UnsupportedMediaType`` / ``RegistryUnavailable`` / ``RegistryAccessDenied``.
+        The stitch calls it once per tag, in order, and says which tags moved when a
+        later one fails.
         """
         ...
 

@@ -3,13 +3,23 @@
 No I/O here. The orchestration (``stitch.py``) calls, in order:
 
 1. :func:`expand_children` - verify and parse every fetched child; flatten image
-   indexes into their platform entries and attestation manifests; say which
-   config blobs are needed (only for images whose platform is not known from the
-   request or from a parent index).
-2. :func:`resolve_platforms` - read the platform of those images from their
+   indexes into their platform entries and attestation manifests (entries of an
+   unknown media type are left out with a warning, as the image-spec says an
+   unknown media type must not be an error); say which entries must be read to be
+   verified and which config blobs are needed (only for images whose platform is
+   not known from the request or from a parent index).
+2. :func:`verify_entries` - check every flattened entry against its own bytes,
+   with the rules of a top-level child: the bytes hash to the entry's digest, are
+   the media type the entry says and have the size it says, and an image entry is
+   an image (an image config, no ``artifactType``), not an artifact or an index.
+3. :func:`resolve_platforms` - read the platform of those images from their
    config blobs.
-3. :func:`build_index` - deduplicate, check for platform conflicts, put the
-   entries in canonical order, choose the media type and serialize.
+4. :func:`build_index` - deduplicate, check for platform conflicts, put the
+   entries in canonical order, choose the media type, check every descriptor's
+   digest grammar and serialize.
+
+Every digest that goes into the index, or into a URL, matches
+``manifest_stitcher.grammar.DIGEST`` (sha256, 64 lowercase hex characters).
 
 Canonical form (the same set of children gives the same bytes, whatever order
 they came in):
@@ -31,21 +41,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from . import grammar
 from .contract import (
+    DOCKER_CONFIG,
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
+    IMAGE_CONFIG_TYPES,
     IMAGE_MANIFEST_TYPES,
     INDEX_TYPES,
     MAX_MANIFEST_BYTES,
+    OCI_CONFIG,
     OCI_INDEX,
     OCI_MANIFEST,
     Descriptor,
     FetchedManifest,
+    ImageRef,
     Platform,
     StitchedIndex,
 )
@@ -54,19 +68,10 @@ from .errors import ImageNotFound, InvalidStitchRequest, PlatformConflict, Unsup
 AttestationMode = Literal["keep", "drop"]
 MediaTypeChoice = Literal["auto", "oci", "docker"]
 
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-IMAGE_CONFIG_TYPES = frozenset({DOCKER_CONFIG, OCI_CONFIG})
-
 REFERENCE_TYPE = "vnd.docker.reference.type"
 REFERENCE_DIGEST = "vnd.docker.reference.digest"
 ATTESTATION_MANIFEST = "attestation-manifest"
 UNKNOWN = "unknown"
-
-# The OCI digest grammar; the algorithms we can verify are checked separately.
-_DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
-_HASHES = {"sha256": 64, "sha512": 128}
-_LOWER_HEX = re.compile(r"^[a-f0-9]+$")
 
 _ACCEPTED = (
     f"an image manifest ({DOCKER_MANIFEST} or {OCI_MANIFEST}, with a "
@@ -85,6 +90,8 @@ class PlatformEntry:
     """Config blob of an image manifest fetched directly (None for index entries)."""
     origin: str = ""
     """Where the entry came from, for messages."""
+    from_index: bool = False
+    """True for an entry of a child index: its bytes are read and checked before writing."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,14 @@ class Children:
     images: tuple[PlatformEntry, ...]
     attestations: tuple[Descriptor, ...]
     warnings: tuple[str, ...] = ()
+
+    @property
+    def entry_digests(self) -> tuple[str, ...]:
+        """Digests of the flattened index entries that will be written: each is read and
+        checked by :func:`verify_entries` (sorted, each once)."""
+        digests = {e.descriptor.digest for e in self.images if e.from_index}
+        digests |= {a.digest for a in self.attestations}
+        return tuple(sorted(digests))
 
     @property
     def config_digests(self) -> tuple[str, ...]:
@@ -117,22 +132,31 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def check_digest(digest: object, *, what: str) -> str:
+    """``digest`` when it fits ``grammar.DIGEST``, else ``UnsupportedMediaType`` naming it.
+
+    Checked for every descriptor before it is written or put into a URL: a registry
+    refuses a malformed digest only at the write (and says "unknown manifest"), and
+    an unchecked one in a URL path could address something else.
+    """
+    if not (isinstance(digest, str) and grammar.DIGEST.match(digest)):
+        raise UnsupportedMediaType(
+            f"{what}: digest {digest!r:.100} is not {grammar.DIGEST_EXPECTED}"
+        )
+    return digest
+
+
 def verify_digest(digest: str, data: bytes, *, what: str) -> None:
     """Raise ``UnsupportedMediaType`` unless ``data`` hashes to ``digest``.
 
     A mismatch means the registry (or something between) returned other bytes
-    than the digest names; such bytes are not a valid manifest of that digest,
-    so they are refused like any other child that cannot be stitched. The error
-    is not ``RegistryUnavailable`` because retrying does not help.
+    than the digest names: an integrity failure. Such bytes are not a valid
+    manifest of that digest, so they are refused like any other child that cannot
+    be stitched; the error is not ``RegistryUnavailable`` because retrying does
+    not help and the workflow must not retry it.
     """
-    algorithm, _, encoded = digest.partition(":")
-    length = _HASHES.get(algorithm)
-    if length is None or len(encoded) != length or not _LOWER_HEX.match(encoded):
-        raise UnsupportedMediaType(
-            f"{what}: digest {digest!r} cannot be verified; expected 'sha256:' or 'sha512:' "
-            "followed by lowercase hex"
-        )
-    actual = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+    check_digest(digest, what=what)
+    actual = sha256_digest(data)
     if actual != digest:
         raise UnsupportedMediaType(
             f"{what}: the registry returned {len(data)} bytes whose digest is {actual}, "
@@ -248,9 +272,9 @@ def _describe(fetched: FetchedManifest) -> str:
     return f"image {fetched.digest}"
 
 
-def parse_manifest(fetched: FetchedManifest) -> tuple[str, dict[str, Any]]:
+def parse_manifest(fetched: FetchedManifest, *, what: str = "") -> tuple[str, dict[str, Any]]:
     """Verify a fetched child's digest and parse it; returns (media type, JSON object)."""
-    what = _describe(fetched)
+    what = what or _describe(fetched)
     if fetched.ref.digest is not None and fetched.ref.digest != fetched.digest:
         raise UnsupportedMediaType(
             f"{what}: asked for {fetched.ref.digest} but the registry answered {fetched.digest}"
@@ -275,6 +299,14 @@ def parse_manifest(fetched: FetchedManifest) -> tuple[str, dict[str, Any]]:
         raise UnsupportedMediaType(
             f"{what}: media type {media_type!r} cannot be stitched; expected {_ACCEPTED}"
         )
+    # A manifest and an index differ by their fields; without a mediaType in the body
+    # only the fields tell them apart, so the fields must agree with the type claimed.
+    shape = "an index" if "manifests" in data else "an image manifest" if "config" in data else ""
+    if shape and (shape == "an index") != (media_type in INDEX_TYPES):
+        raise UnsupportedMediaType(
+            f"{what}: the registry says media type {media_type!r} but the bytes are "
+            f"{shape} ({'manifests' if shape == 'an index' else 'config'} field)"
+        )
     return media_type, data
 
 
@@ -289,7 +321,7 @@ def _image_config_digest(media_type: str, data: Mapping[str, Any], *, what: str)
         raise UnsupportedMediaType(
             f"{what}: {media_type} with {kind} is an artifact, not an image; expected {_ACCEPTED}"
         )
-    return str(config["digest"])
+    return check_digest(config["digest"], what=f"{what}: config")
 
 
 def _annotations(value: Any, *, what: str) -> dict[str, str]:
@@ -302,14 +334,17 @@ def _annotations(value: Any, *, what: str) -> dict[str, str]:
     return dict(value)
 
 
-def _index_descriptor(entry: Any, *, what: str) -> Descriptor:
+def _index_descriptor(entry: Any, *, what: str) -> Descriptor | None:
+    """The entry as a descriptor; None for an entry of an unknown media type (left out)."""
     if not isinstance(entry, Mapping):
         raise UnsupportedMediaType(f"{what}: expected a descriptor object, got {entry!r:.80}")
     media_type, digest, size = entry.get("mediaType"), entry.get("digest"), entry.get("size")
-    if not (isinstance(digest, str) and _DIGEST.match(digest)):
+    if not isinstance(media_type, str) or not media_type:
         raise UnsupportedMediaType(
-            f"{what}: digest {digest!r} is not an '<algorithm>:<hex>' digest"
+            f"{what}: mediaType {media_type!r:.80} is not a media type (the image-spec "
+            "requires one on every descriptor)"
         )
+    digest = check_digest(digest, what=what)
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise UnsupportedMediaType(f"{what} {digest}: size {size!r} is not a whole number >= 0")
     if media_type in INDEX_TYPES:
@@ -318,9 +353,7 @@ def _index_descriptor(entry: Any, *, what: str) -> Descriptor:
             f"expected {_ACCEPTED}"
         )
     if media_type not in IMAGE_MANIFEST_TYPES:
-        raise UnsupportedMediaType(
-            f"{what} {digest}: media type {media_type!r} cannot be stitched; expected {_ACCEPTED}"
-        )
+        return None
     platform = entry.get("platform")
     artifact_type = entry.get("artifactType")
     where = f"{what} {digest}"
@@ -332,6 +365,25 @@ def _index_descriptor(entry: Any, *, what: str) -> Descriptor:
         annotations=_annotations(entry.get("annotations"), what=where),
         artifact_type=artifact_type if isinstance(artifact_type, str) else None,
     )
+
+
+def _index_descriptors(entries: list[Any], *, what: str) -> tuple[list[Descriptor], list[str]]:
+    descriptors: list[Descriptor] = []
+    unknown: list[str] = []
+    for entry in entries:
+        descriptor = _index_descriptor(entry, what=f"{what}: entry")
+        if descriptor is None:
+            unknown.append(f"{entry.get('digest')} ({entry.get('mediaType')})")
+        else:
+            descriptors.append(descriptor)
+    if not unknown:
+        return descriptors, []
+    # The image-spec: an unknown media type MUST NOT be an error. Such an entry cannot
+    # be verified as an image either, so it is not copied into the new index.
+    return descriptors, [
+        f"{what}: left out {len(unknown)} entr{'y' if len(unknown) == 1 else 'ies'} of a "
+        f"media type that is not an image manifest: {', '.join(unknown)}"
+    ]
 
 
 def _is_attestation(descriptor: Descriptor) -> bool:
@@ -355,7 +407,7 @@ def _expand_index(
     entries = data.get("manifests")
     if not isinstance(entries, list):
         raise UnsupportedMediaType(f"{what}: 'manifests' must be a list")
-    descriptors = [_index_descriptor(e, what=f"{what}: entry") for e in entries]
+    descriptors, warnings = _index_descriptors(entries, what=what)
     images: list[Descriptor] = []
     attached: list[Descriptor] = []
     for d in descriptors:
@@ -381,8 +433,10 @@ def _expand_index(
             raise ImageNotFound(f"{what}: has no {wanted} image; it offers: {offered}")
         images = selected
     if not images:
-        raise UnsupportedMediaType(f"{what}: holds no image with a platform; nothing to stitch")
-    warnings: list[str] = []
+        left_out = "".join(f"; {w.split(': ', 1)[-1]}" for w in warnings)
+        raise UnsupportedMediaType(
+            f"{what}: holds no image with a platform; nothing to stitch{left_out}"
+        )
     subjects = {d.digest for d in images}
     kept: list[Descriptor] = []
     for att in attached:
@@ -395,7 +449,7 @@ def _expand_index(
                 "is not an image of this index"
             )
     return (
-        [PlatformEntry(d, origin=f"{what}, entry {d.digest}") for d in images],
+        [PlatformEntry(d, origin=f"{what}, entry {d.digest}", from_index=True) for d in images],
         kept if attestations == "keep" else [],
         warnings,
     )
@@ -433,6 +487,71 @@ def expand_children(
         descriptor = Descriptor(media_type, child.digest, child.size, child.ref.platform)
         images.append(PlatformEntry(descriptor, config_digest, what))
     return Children(tuple(images), tuple(kept), tuple(warnings))
+
+
+def entry_refs(children: Children) -> list[ImageRef]:
+    """The flattened index entries to read before writing, as refs by digest."""
+    return [ImageRef(digest=digest) for digest in children.entry_digests]
+
+
+def verify_entries(children: Children, fetched: Sequence[FetchedManifest]) -> None:
+    """Check every flattened entry against its own bytes, as a top-level child is checked.
+
+    The bytes must hash to the entry's digest, be of the media type the entry
+    declares, and have the size it declares (containerd refuses a size that does
+    not match); an image entry must be an image manifest with an image config and
+    no ``artifactType``, an attestation entry an image manifest. A buildx index is
+    trusted for nothing: what a client would pull through the new index is what
+    was checked. Raises ``UnsupportedMediaType`` naming every entry that fails,
+    ``ImageNotFound`` when an entry was not fetched.
+    """
+    by_digest = {m.digest: m for m in fetched}
+    problems: list[str] = []
+    missing: list[str] = []
+    entries = [(e.descriptor, e.origin, True) for e in children.images if e.from_index]
+    entries += [(a, f"attestation {a.digest}", False) for a in children.attestations]
+    seen: set[tuple[str, str, int, bool]] = set()
+    for descriptor, origin, is_image in entries:
+        key = (descriptor.digest, descriptor.media_type, descriptor.size, is_image)
+        if key in seen:
+            continue
+        seen.add(key)
+        got = by_digest.get(descriptor.digest)
+        if got is None:
+            missing.append(f"{origin}")
+            continue
+        try:
+            _verify_entry(descriptor, got, origin=origin, is_image=is_image)
+        except UnsupportedMediaType as e:
+            problems.append(str(e))
+    if problems:
+        raise UnsupportedMediaType(
+            f"{len(problems)} index entr{'y does' if len(problems) == 1 else 'ies do'} not "
+            "match what their index says, so the index cannot be trusted: " + "; ".join(problems)
+        )
+    if missing:
+        raise ImageNotFound(
+            f"entries of a child index are not in the repository: {', '.join(missing)}"
+        )
+
+
+def _verify_entry(
+    descriptor: Descriptor, fetched: FetchedManifest, *, origin: str, is_image: bool
+) -> None:
+    verify_digest(descriptor.digest, fetched.body, what=origin)
+    if fetched.size != descriptor.size:
+        raise UnsupportedMediaType(
+            f"{origin}: the index says size {descriptor.size} but the manifest is "
+            f"{fetched.size} bytes"
+        )
+    media_type, data = parse_manifest(fetched, what=origin)
+    if media_type != descriptor.media_type:
+        raise UnsupportedMediaType(
+            f"{origin}: the index says media type {descriptor.media_type} but the bytes are "
+            f"{media_type}"
+        )
+    if is_image:
+        _image_config_digest(media_type, data, what=origin)
 
 
 def resolve_platforms(
@@ -600,6 +719,8 @@ def build_index(
     if index_type == DOCKER_MANIFEST_LIST:
         # A Docker manifest list has no annotations or artifactType on its entries.
         entries = [replace(d, annotations={}, artifact_type=None) for d in entries]
+    for d in entries:
+        check_digest(d.digest, what=f"index entry {d.digest!r:.100}")
     body = serialize_index(index_type, entries, annotations)
     if len(body) > MAX_MANIFEST_BYTES:
         raise UnsupportedMediaType(

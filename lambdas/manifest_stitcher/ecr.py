@@ -1,8 +1,15 @@
 """Registry adapter for the Amazon ECR API (boto3), used by the Lambda function.
 
 Round trips per stitch: one ``BatchGetImage`` for every child (ECR takes 100
-image ids per call), one ``GetDownloadUrlForLayer`` + one HTTPS GET per config
-blob, all in parallel, and one ``PutImage`` per tag (ECR takes one tag per call).
+image ids per call); when a child is an index, one more ``BatchGetImage`` for the
+entries that go into the new index (each is checked against its own bytes); one
+``GetDownloadUrlForLayer`` + one HTTPS GET per config blob, all in parallel; and
+one ``PutImage`` per tag (ECR takes one tag per call).
+
+Every call counts against the stitch's ``Deadline``: a hook checks it before each
+call and before each of botocore's retry attempts, and the config downloads go
+through ``manifest_stitcher.transport`` (byte cap, deadline). The PutImage error
+codes map to the stitch errors through one table, ``PUT_IMAGE_ERRORS``.
 
 Imports are kept to what botocore loads anyway (urllib3, concurrent.futures),
 because every import here is paid on each cold start of the function.
@@ -13,26 +20,44 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-import urllib3
 from botocore.config import Config
-from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import (
+    ClientError,
+    CredentialRetrievalError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    SSOTokenLoadError,
+    TokenRetrievalError,
+    UnauthorizedSSOTokenError,
+)
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from .contract import MANIFEST_MEDIA_TYPES, FetchedManifest, ImageRef, StitchedIndex
-from .core import sha256_digest
+from .contract import (
+    MANIFEST_MEDIA_TYPES,
+    MAX_CONFIG_BYTES,
+    MAX_MANIFEST_BYTES,
+    FetchedManifest,
+    ImageRef,
+    StitchedIndex,
+)
+from .core import check_digest, sha256_digest
 from .errors import (
     ImageNotFound,
     InvalidStitchRequest,
+    RegistryAccessDenied,
     RegistryUnavailable,
     StitchError,
     TagImmutable,
     UnsupportedMediaType,
     redact_query,
 )
+from .transport import Deadline, TlsError, Transport
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr import ECRClient
@@ -40,16 +65,15 @@ if TYPE_CHECKING:
 BATCH_GET_IMAGE_LIMIT = 100
 """Most image ids ECR accepts in one ``BatchGetImage``."""
 
-MAX_BLOB_BYTES = 16 * 1024 * 1024
-"""Largest config blob read; image configs are kilobytes, this only guards memory."""
-
 DEFAULT_CONFIG = Config(
     # "standard" retries throttling (including ECR's LimitExceededException),
     # 5xx and connection errors with jittered exponential backoff; what still
-    # fails after that becomes RegistryUnavailable.
+    # fails after that becomes RegistryUnavailable. The stitch's deadline stops
+    # the retries earlier (see _deadline_guard); one attempt waits at most
+    # connect_timeout + read_timeout, which the Lambda handler keeps as margin.
     retries={"mode": "standard", "total_max_attempts": 6},
     connect_timeout=5,
-    read_timeout=30,
+    read_timeout=10,
     # Room for the parallel GetDownloadUrlForLayer calls of a large stitch.
     max_pool_connections=32,
     user_agent_extra="ecr-multiarch",
@@ -77,6 +101,19 @@ _UNAVAILABLE_CODES = frozenset(
         "UnableToGetUpstreamLayerException",
     }
 )
+_ACCESS_DENIED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "SignatureDoesNotMatch",
+    }
+)
+"""ECR API error codes that mean the caller's credentials or permissions were refused."""
 # BatchGetImage failure codes that a later retry may clear.
 _TRANSIENT_FAILURES = frozenset({"KmsError", "UpstreamTooManyRequests", "UpstreamUnavailable"})
 
@@ -125,6 +162,49 @@ def _keep_signed_urls_out_of_logs() -> None:
         pool_logger.addFilter(_RedactSignedUrls())
 
 
+PUT_IMAGE_ERRORS: dict[str, tuple[type[StitchError], str]] = {
+    "ReferencedImagesNotFoundException": (
+        ImageNotFound,
+        "a child is not in repository {repository!r}",
+    ),
+    "LayersNotFoundException": (ImageNotFound, "a child is not in repository {repository!r}"),
+    "ImageDigestDoesNotMatchException": (
+        UnsupportedMediaType,
+        "ECR computed another digest than {digest} for the index bytes",
+    ),
+    "InvalidParameterException": (UnsupportedMediaType, "ECR refused the {media_type}"),
+    "RepositoryNotFoundException": (
+        ImageNotFound,
+        "repository {repository!r} does not exist",
+    ),
+}
+"""PutImage error code -> (stitch error, what it means). ``ImageAlreadyExistsException``
+(the same index under the same tag: a re-run) and ``ImageTagAlreadyExistsException``
+(an immutable tag: unchanged when it already holds this index, else ``TagImmutable``)
+are outcomes, not errors, and are handled in ``put_tag``; throttling, server and KMS
+errors are ``RegistryUnavailable`` and access errors ``RegistryAccessDenied``, as
+for every call."""
+
+_CURRENT = threading.local()
+"""The deadline of the stitch the current thread works for (read by _deadline_guard)."""
+
+
+def _deadline_guard(event_name: str = "", **_: Any) -> None:
+    """botocore hook (before-call, before-send): no call or retry attempt past the deadline."""
+    deadline: Deadline | None = getattr(_CURRENT, "deadline", None)
+    if deadline is not None:
+        deadline.check(f"ECR {event_name.rsplit('.', 1)[-1]}")
+
+
+def _install_deadline_guard(client: Any) -> None:
+    events = client.meta.events
+    # First, so that it runs before a Stubber's before-call handler answers.
+    events.register_first("before-call.ecr", _deadline_guard, unique_id="ecr-multiarch-deadline")
+    events.register_first(
+        "before-send.ecr", _deadline_guard, unique_id="ecr-multiarch-deadline-send"
+    )
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -163,35 +243,38 @@ class EcrRegistry:
         client: ECRClient | None = None,
         region: str | None = None,
         max_workers: int = 32,
-        http: urllib3.PoolManager | None = None,
+        deadline: Deadline | None = None,
+        transport: Transport | None = None,
     ) -> None:
         """Adapter for ``repository`` in account ``registry_id`` (default: the caller's).
 
         ``client`` defaults to a boto3 ECR client with ``DEFAULT_CONFIG``
         (standard retries); a given client keeps its own retry settings.
+        ``deadline`` bounds every call and download of this adapter (one stitch).
         ``max_workers`` bounds the parallel config downloads.
         """
         if client is None:
             import boto3  # noqa: PLC0415 - boto3's import cost is paid only without a client
+            from botocore.exceptions import NoRegionError  # noqa: PLC0415
 
-            client = boto3.client("ecr", region_name=region, config=DEFAULT_CONFIG)
+            try:
+                client = boto3.client("ecr", region_name=region, config=DEFAULT_CONFIG)
+            except NoRegionError:
+                raise InvalidStitchRequest(
+                    "the ECR API needs an AWS region: set AWS_REGION (or AWS_DEFAULT_REGION, "
+                    "or a region in your AWS profile)"
+                ) from None
         self._client = client
+        _install_deadline_guard(client)
+        self._deadline = deadline
         self._repository = repository
         self._registry_id = registry_id
         # Requests carry registryId only when the caller gave one (else: the caller's account).
         self._requested_registry = {"registryId": registry_id} if registry_id else {}
         self._max_workers = max(1, max_workers)
         _keep_signed_urls_out_of_logs()
-        self._http = http or urllib3.PoolManager(
-            maxsize=max(1, max_workers),
-            retries=urllib3.Retry(
-                total=3,
-                backoff_factor=0.2,
-                status_forcelist=(429, 500, 502, 503, 504),
-                allowed_methods=frozenset({"GET"}),
-                raise_on_status=False,
-            ),
-            timeout=urllib3.Timeout(connect=5, read=30),
+        self._transport = transport or Transport(
+            deadline, retries=3, backoff=0.2, pool_size=self._max_workers
         )
 
     # -- Registry protocol ---------------------------------------------------
@@ -205,15 +288,8 @@ class EcrRegistry:
     def registry_id(self) -> str:
         """The account id given, else the one ECR reports (DescribeRegistry if not yet known)."""
         if self._registry_id is None:
-            try:
-                self._registry_id = self._client.describe_registry()["registryId"]
-            except ClientError as e:
-                mapped = self._translate(e, "DescribeRegistry")
-                if mapped is None:
-                    raise
-                raise mapped from e
-            except (BotoConnectionError, HTTPClientError) as e:
-                raise self._unreachable(e, "DescribeRegistry") from e
+            response = self._call("DescribeRegistry")
+            self._registry_id = str(response["registryId"])
         return self._registry_id
 
     def image_uri(self, digest: str) -> str:
@@ -224,7 +300,7 @@ class EcrRegistry:
         )
 
     def get_manifests(self, refs: Sequence[ImageRef]) -> list[FetchedManifest]:
-        """Every child with one BatchGetImage per 100 ids; every missing one reported at once."""
+        """Every ref with one BatchGetImage per 100 ids; every missing one reported at once."""
         wanted: list[dict[str, str]] = []
         seen: set[tuple[str, str]] = set()
         for ref in refs:
@@ -258,10 +334,12 @@ class EcrRegistry:
         return fetched
 
     def get_blobs(self, digests: Sequence[str]) -> dict[str, bytes]:
-        """Config blobs by digest: GetDownloadUrlForLayer + GET, in parallel, sha256-checked."""
+        """Config blobs by digest: GetDownloadUrlForLayer + GET, in parallel, capped, checked."""
         unique = list(dict.fromkeys(digests))
         if not unique:
             return {}
+        for digest in unique:
+            check_digest(digest, what="config blob")
         workers = min(self._max_workers, len(unique))
         results: dict[str, bytes] = {}
         errors: list[BaseException] = []
@@ -283,63 +361,42 @@ class EcrRegistry:
             raise errors[0]
         return results
 
-    def put_index(self, index: StitchedIndex, tags: Sequence[str]) -> bool:
-        """PutImage once per tag, first tag first; True when any tag moved."""
-        moved: list[str] = []
-        manifest = index.body.decode("utf-8")
-        for tag in tags:
-            try:
-                self._call(
-                    "PutImage",
-                    repositoryName=self._repository,
-                    imageManifest=manifest,
-                    imageManifestMediaType=index.media_type,
-                    imageDigest=index.digest,
-                    imageTag=tag,
-                    **self._registry_kw(),
-                )
-            except StitchError as e:
-                raise self._with_moved(e, moved) from e.__cause__
-            except ClientError as e:
-                code = _error_code(e)
-                if code == "ImageAlreadyExistsException":
-                    continue  # the same index under the same tag: a re-run
-                if code == "ImageTagAlreadyExistsException":
-                    current = self._tag_digest(tag, moved)
-                    if current == index.digest:
-                        continue  # an immutable tag that already holds this index
-                    raise TagImmutable(
-                        self._moved_prefix(moved)
-                        + f"tag {tag!r} in immutable repository {self._repository!r} already "
-                        f"points at {current or 'another image'}; cannot move it to {index.digest}",
-                        moved_tags=moved,
-                    ) from e
-                if code in {"ReferencedImagesNotFoundException", "LayersNotFoundException"}:
-                    raise ImageNotFound(
-                        self._moved_prefix(moved)
-                        + f"ECR refused index {index.digest} for tag {tag!r}: a child is not in "
-                        f"repository {self._repository!r} ({code}: {_error_message(e)})",
-                        moved_tags=moved,
-                    ) from e
-                if code == "ImageDigestDoesNotMatchException":
-                    raise UnsupportedMediaType(
-                        self._moved_prefix(moved)
-                        + f"ECR computed another digest than {index.digest} for the index bytes "
-                        f"({_error_message(e)})",
-                        moved_tags=moved,
-                    ) from e
-                if code == "InvalidParameterException":
-                    raise UnsupportedMediaType(
-                        self._moved_prefix(moved)
-                        + f"ECR refused index {index.digest} ({index.media_type}) for tag "
-                        f"{tag!r}: {_error_message(e)}",
-                        moved_tags=moved,
-                    ) from e
-                if moved:
-                    e.add_note(f"tags already moved to {index.digest}: {', '.join(moved)}")
+    def put_tag(self, index: StitchedIndex, tag: str) -> bool:
+        """One PutImage of the exact index bytes under ``tag``; False when it already held them."""
+        try:
+            self._call(
+                "PutImage",
+                repositoryName=self._repository,
+                imageManifest=index.body.decode("utf-8"),
+                imageManifestMediaType=index.media_type,
+                imageDigest=index.digest,
+                imageTag=tag,
+                **self._registry_kw(),
+            )
+        except ClientError as e:
+            code = _error_code(e)
+            if code == "ImageAlreadyExistsException":
+                return False  # the same index under the same tag: a re-run
+            if code == "ImageTagAlreadyExistsException":
+                current = self._tag_digest(tag)
+                if current == index.digest:
+                    return False  # an immutable tag that already holds this index
+                raise TagImmutable(
+                    f"tag {tag!r} in immutable repository {self._repository!r} already "
+                    f"points at {current or 'another image'}; cannot move it to {index.digest}"
+                ) from e
+            mapped = PUT_IMAGE_ERRORS.get(code)
+            if mapped is None:
                 raise
-            moved.append(tag)
-        return bool(moved)
+            error, meaning = mapped
+            explanation = meaning.format(
+                repository=self._repository, digest=index.digest, media_type=index.media_type
+            )
+            raise error(
+                f"ECR PutImage of index {index.digest} for tag {tag!r}: {explanation} "
+                f"({code}: {_error_message(e)})"
+            ) from e
+        return True
 
     # -- internals -----------------------------------------------------------
 
@@ -347,17 +404,33 @@ class EcrRegistry:
         return dict(self._requested_registry)
 
     def _call(self, operation: str, **params: Any) -> Any:
-        """Call an ECR operation; map what retries could not fix to the stitch errors."""
+        """Call an ECR operation under the deadline; map what retries could not fix.
+
+        Errors that are not the stitch's (an unexpected code) are raised as
+        botocore's ``ClientError``, except the PutImage codes ``put_tag`` maps.
+        """
         method = getattr(self._client, _snake(operation))
+        previous = getattr(_CURRENT, "deadline", None)
+        _CURRENT.deadline = self._deadline
         try:
             return method(**params)
         except ClientError as e:
+            if operation == "PutImage" and _error_code(e) in _PUT_IMAGE_OWN:
+                raise
             mapped = self._translate(e, operation)
             if mapped is None:
                 raise
             raise mapped from e
         except (BotoConnectionError, HTTPClientError) as e:
+            if self._deadline is not None and self._deadline.remaining() <= 0:
+                raise self._deadline.expired_error(f"ECR {operation}") from None
             raise self._unreachable(e, operation) from e
+        except _CREDENTIAL_ERRORS as e:
+            raise RegistryAccessDenied(
+                f"ECR {operation}: no usable AWS credentials for the ECR API: {e}"
+            ) from e
+        finally:
+            _CURRENT.deadline = previous
 
     def _translate(self, error: ClientError, operation: str) -> StitchError | None:
         code = _error_code(error)
@@ -367,6 +440,12 @@ class EcrRegistry:
             return RegistryUnavailable(
                 f"ECR {operation} on repository {self._repository!r} still failed after "
                 f"{attempts} retries: {code}: {_error_message(error)}"
+            )
+        if code in _ACCESS_DENIED_CODES:
+            return RegistryAccessDenied(
+                f"ECR {operation} on repository {self._repository!r} was refused: "
+                f"{code}: {_error_message(error)}; check the credentials and the "
+                f"ecr:{operation} permission"
             )
         if code == "RepositoryNotFoundException":
             return ImageNotFound(
@@ -432,6 +511,11 @@ class EcrRegistry:
 
     def _fetched(self, ref: ImageRef, image: Any) -> FetchedManifest:
         body = str(image["imageManifest"]).encode("utf-8")
+        if len(body) > MAX_MANIFEST_BYTES:
+            raise UnsupportedMediaType(
+                f"{_describe_ref(ref)}: ECR returned a manifest of {len(body)} bytes, more "
+                f"than the {MAX_MANIFEST_BYTES} a manifest may have"
+            )
         digest = sha256_digest(body)
         reported = image.get("imageId", {}).get("imageDigest", digest)
         if digest != reported:
@@ -448,6 +532,8 @@ class EcrRegistry:
         return FetchedManifest(ref=ref, digest=digest, media_type=str(media_type), body=body)
 
     def _get_blob(self, digest: str) -> bytes:
+        previous = getattr(_CURRENT, "deadline", None)
+        _CURRENT.deadline = self._deadline
         try:
             response = self._client.get_download_url_for_layer(
                 repositoryName=self._repository, layerDigest=digest, **self._registry_kw()
@@ -462,34 +548,28 @@ class EcrRegistry:
             raise mapped from e
         except (BotoConnectionError, HTTPClientError) as e:
             raise self._unreachable(e, "GetDownloadUrlForLayer") from e
+        finally:
+            _CURRENT.deadline = previous
         return self._download(digest, response["downloadUrl"])
 
     def _download(self, digest: str, url: str) -> bytes:
+        what = f"download of config blob {digest}"
         try:
-            reply = self._http.request("GET", url, preload_content=False)
-        except urllib3.exceptions.HTTPError as e:
-            # Not chained: urllib3's message holds the pre-signed URL (a credential), and
-            # a chained cause would be logged with the traceback.
-            raise RegistryUnavailable(
-                f"download of blob {digest} failed: {redact_query(str(e))}"
-            ) from None
-        try:
-            if reply.status != 200:
-                raise RegistryUnavailable(f"download of blob {digest} answered HTTP {reply.status}")
-            data = reply.read(MAX_BLOB_BYTES + 1)
-        finally:
-            reply.release_conn()
-        if len(data) > MAX_BLOB_BYTES:
+            # The transport's messages name the blob, never the pre-signed URL (a credential).
+            reply = self._transport.request("GET", url, what=what, cap=MAX_CONFIG_BYTES)
+        except TlsError as e:
+            raise RegistryUnavailable(f"{what} failed: TLS: {e}") from None
+        if reply.status != 200:
+            raise RegistryUnavailable(f"{what} answered HTTP {reply.status} {reply.reason}")
+        actual = sha256_digest(reply.body)
+        if actual != digest:
             raise UnsupportedMediaType(
-                f"blob {digest} is larger than {MAX_BLOB_BYTES} bytes; not an image config"
+                f"{what}: {len(reply.body)} bytes whose sha256 is {actual}; refusing content "
+                "that does not match its digest"
             )
-        if sha256_digest(data) != digest:
-            raise RegistryUnavailable(
-                f"blob {digest} downloaded with sha256 {sha256_digest(data)}: corrupted in transit"
-            )
-        return data
+        return reply.body
 
-    def _tag_digest(self, tag: str, moved: Sequence[str]) -> str | None:
+    def _tag_digest(self, tag: str) -> str | None:
         """The digest ``tag`` points at now (None if ECR cannot say)."""
         try:
             response = self._call(
@@ -498,8 +578,6 @@ class EcrRegistry:
                 imageIds=[{"imageTag": tag}],
                 **self._registry_kw(),
             )
-        except StitchError as e:
-            raise self._with_moved(e, moved) from e.__cause__
         except ClientError as e:
             if _error_code(e) == "ImageNotFoundException":
                 return None
@@ -507,16 +585,21 @@ class EcrRegistry:
         details = response.get("imageDetails", [])
         return str(details[0]["imageDigest"]) if details else None
 
-    @staticmethod
-    def _moved_prefix(moved: Sequence[str]) -> str:
-        if not moved:
-            return ""
-        return f"tags {', '.join(moved)} already moved to the new index; "
 
-    def _with_moved(self, error: StitchError, moved: Sequence[str]) -> StitchError:
-        if not moved:
-            return error
-        return type(error)(self._moved_prefix(moved) + str(error), moved_tags=moved)
+_CREDENTIAL_ERRORS = (
+    NoCredentialsError,
+    PartialCredentialsError,
+    CredentialRetrievalError,
+    TokenRetrievalError,
+    SSOTokenLoadError,
+    UnauthorizedSSOTokenError,
+)
+"""botocore's ways of saying it has no usable credentials (before any request is sent)."""
+
+_PUT_IMAGE_OWN = frozenset(
+    {"ImageAlreadyExistsException", "ImageTagAlreadyExistsException", *PUT_IMAGE_ERRORS}
+)
+"""PutImage codes that ``put_tag`` reads itself (the table and the two outcomes)."""
 
 
 def _snake(operation: str) -> str:

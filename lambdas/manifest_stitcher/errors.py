@@ -36,6 +36,22 @@ class StitchError(Exception):
         """The Step Functions error name (the class name)."""
         return type(self).__name__
 
+    def after_moving(self, moved_tags: Sequence[str], digest: str) -> StitchError:
+        """The same error, saying which tags were already moved to ``digest`` before it.
+
+        The one wording of a partial write: the stitch writes tags in order and a
+        later tag can fail after earlier ones moved; the workflow and the user need
+        to know which.
+        """
+        if not moved_tags:
+            return self
+        moved = tuple(moved_tags)
+        error = type(self)(
+            f"{self}; tags already moved to {digest}: {', '.join(moved)}", moved_tags=moved
+        )
+        error.__cause__ = self.__cause__
+        return error
+
 
 class InvalidStitchRequest(StitchError):
     """The request does not fit the contract; nothing was read or written."""
@@ -56,7 +72,12 @@ class PlatformConflict(StitchError):
 
 
 class UnsupportedMediaType(StitchError):
-    """A child is neither an image manifest nor an image index, or the index is too big."""
+    """A child (or an entry of a child index) cannot be stitched.
+
+    It is neither an image manifest nor an image index of image manifests, its bytes
+    do not match its digest, its media type or its size (an integrity failure: never
+    retried), or the index would be too big.
+    """
 
     exit_code = 4
 
@@ -68,9 +89,16 @@ class TagImmutable(StitchError):
 
 
 class RegistryUnavailable(StitchError):
-    """Throttling, server or network errors that still failed after retries."""
+    """Throttling, server or network errors that still failed after retries, or the
+    stitch's deadline passed (the message names the request that was slow)."""
 
     exit_code = 6
+
+
+class RegistryAccessDenied(StitchError):
+    """The registry (or the ECR API) refused the credentials, or none could be found."""
+
+    exit_code = 7
 
 
 ERRORS: tuple[type[StitchError], ...] = (
@@ -80,8 +108,9 @@ ERRORS: tuple[type[StitchError], ...] = (
     UnsupportedMediaType,
     TagImmutable,
     RegistryUnavailable,
+    RegistryAccessDenied,
 )
-"""Every error of the stitch contract, in the order of the README's table."""
+"""Every error of the stitch contract, in the order of the contract's error table."""
 
 RETRIED_ERRORS: tuple[type[StitchError], ...] = (RegistryUnavailable,)
 """The errors a workflow may retry: passing faults of the registry, never bad input or integrity."""

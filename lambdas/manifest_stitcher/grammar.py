@@ -42,3 +42,14 @@ ECR_HOST_PATTERN = (
 )
 """The host of a private ECR registry: ``<account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]``."""
 ECR_HOST = re.compile(ECR_HOST_PATTERN)
+
+OCI_REPOSITORY_PATTERN = (
+    r"^(?:[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*/)*[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$"
+)
+"""A repository path of the OCI distribution spec (any registry; ECR's rule is stricter)."""
+OCI_REPOSITORY = re.compile(OCI_REPOSITORY_PATTERN)
+OCI_REPOSITORY_EXPECTED = "a repository path: lowercase letters, digits and . _ - separated by /"
+
+PLATFORM_WORD_PATTERN = r"^[a-z0-9_]+$"
+"""One word of a platform (``os``, ``architecture``, ``variant``): a GOOS / GOARCH value."""
+PLATFORM_WORD = re.compile(PLATFORM_WORD_PATTERN)

@@ -12,6 +12,11 @@ start from the environment:
 - ``POWERTOOLS_SERVICE_NAME``, ``POWERTOOLS_METRICS_NAMESPACE``, ``POWERTOOLS_*``:
   the usual Powertools settings (defaults: ``manifest-stitcher``, ``EcrMultiarch``).
 
+Each invocation has one deadline for the whole stitch: the function's remaining
+time (``context.get_remaining_time_in_millis()``) less ``WORKFLOW_MARGIN_SECONDS``,
+so that a slow or silent registry ends as ``RegistryUnavailable``, which the
+workflow retries, and never as Lambda's "Task timed out".
+
 Errors are raised unchanged: their class name is the error name the Step
 Functions workflow retries or catches on.
 """
@@ -35,11 +40,19 @@ from .ecr import DEFAULT_CONFIG, EcrRegistry
 from .errors import InvalidStitchRequest, StitchError
 from .request import StitchRequest, describe_validation_error
 from .stitch import StitchResult, stitch
+from .transport import Deadline
 
 if TYPE_CHECKING:
     from mypy_boto3_ecr import ECRClient
 
     from .contract import Registry
+
+WORKFLOW_MARGIN_SECONDS = 20.0
+"""Time kept back from the function's remaining time: one ECR call attempt that began
+just before the deadline (connect + read time-out, 15 s) and the handler's own logging
+and metrics fit in it, so the function returns its error before Lambda stops it."""
+DEFAULT_DEADLINE_SECONDS = 100.0
+"""The deadline when no Lambda context says the remaining time (a local run)."""
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"", "0", "false", "no", "off"})
@@ -108,7 +121,28 @@ def parse_event(event: Any) -> StitchRequest:
         ) from None
 
 
-def registry_for(request: StitchRequest, settings: Settings | None = None) -> Registry:
+def deadline_for(context: Any) -> Deadline:
+    """The stitch's deadline: the function's remaining time less the workflow's margin.
+
+    Half the remaining time when that is less than the margin (a function
+    configured with a very short timeout), ``DEFAULT_DEADLINE_SECONDS`` without a
+    Lambda context.
+    """
+    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+    if not callable(remaining_ms):
+        return Deadline(DEFAULT_DEADLINE_SECONDS, what="no Lambda context: the default")
+    remaining = float(remaining_ms()) / 1000
+    seconds = max(remaining - WORKFLOW_MARGIN_SECONDS, remaining / 2, 0.1)
+    return Deadline(
+        seconds,
+        what=f"{remaining:.0f} s left of the function's timeout, less "
+        f"{WORKFLOW_MARGIN_SECONDS:g} s for the workflow",
+    )
+
+
+def registry_for(
+    request: StitchRequest, settings: Settings | None = None, deadline: Deadline | None = None
+) -> Registry:
     """The registry adapter the settings (default: the cold-start ones) ask for."""
     settings = settings or SETTINGS
     if settings.registry == "oci":
@@ -116,9 +150,14 @@ def registry_for(request: StitchRequest, settings: Settings | None = None) -> Re
         from .oci import OciRegistry  # noqa: PLC0415
 
         return OciRegistry(
-            str(settings.registry_host), request.repository_name, insecure=settings.insecure
+            str(settings.registry_host),
+            request.repository_name,
+            insecure=settings.insecure,
+            deadline=deadline,
         )
-    return EcrRegistry(request.repository_name, request.registry_id, client=ecr_client())
+    return EcrRegistry(
+        request.repository_name, request.registry_id, client=ecr_client(), deadline=deadline
+    )
 
 
 @dataclass(frozen=True)
@@ -136,11 +175,12 @@ class LocalContext:
 @metrics.log_metrics(capture_cold_start_metric=True)
 def _handle(event: Any, context: Any) -> dict[str, Any]:
     started = time.perf_counter()
+    deadline = deadline_for(context)
     try:
         request = parse_event(event)
         logger.append_keys(repository=request.repository_name, tags=list(request.tags))
         tracer.put_annotation("repository", request.repository_name)
-        result = stitch(request, registry_for(request))
+        result = stitch(request, registry_for(request, deadline=deadline))
     except StitchError as e:
         logger.exception(
             "stitch failed",

@@ -1,44 +1,47 @@
-"""The OCI Distribution API adapter: stitch into any OCI registry (and ECR's own endpoint).
+"""The OCI Distribution API client: stitch into any OCI registry (and ECR's own endpoint).
 
-Reads manifests (every manifest media type in ``Accept``) and config blobs
-concurrently, and writes the index with one ``PUT`` per tag carrying the exact
-bytes the core built. Auth: anonymous, basic (given, from the environment
-``ECR_MULTIARCH_USERNAME`` / ``ECR_MULTIARCH_PASSWORD``, or the user's Docker
-``config.json``), the bearer-token challenge, and ECR registry hosts through
-``ecr:GetAuthorizationToken`` (boto3 is imported only for those).
+``OciRegistry`` is the stitch's ``Registry`` for one repository, and a small
+client for tooling. Its public API:
 
-The HTTP plumbing is ``requests`` with urllib3's ``Retry``, not the ``oras``
-client's ``Registry``, because for a stitch the oras client (0.2.x) does not fit:
-its ``upload_manifest`` re-serializes the JSON (the digest must be the sha256 of
-the bytes we built), its retry sleeps 3-80 s per attempt (an unreachable
-registry would hang the command for minutes), and its token cache reuses a
-pull-scoped token for a push. oras' challenge parser and basic-auth encoder are
-used where they fit.
+- ``fetch(reference) -> FetchedManifest``: one manifest by tag or digest, with its
+  exact bytes, media type and sha256 digest (checked against the digest asked
+  for, and against the registry's ``Docker-Content-Digest``);
+  ``ImageNotFound`` when it is not there.
+- ``digest_of(reference) -> str | None``: what a tag points at (a HEAD), None
+  when it does not exist.
+- ``get_blob(digest, cap=MAX_CONFIG_BYTES) -> bytes``: one blob, checked against
+  its digest; ``get_blobs(digests)`` reads several concurrently.
+- ``put_manifest(reference, body, media_type) -> str``: PUT exact bytes under a
+  tag or digest; returns their digest.
+- the ``Registry`` protocol: ``get_manifests``, ``get_blobs``, ``put_tag``,
+  ``image_uri``, ``repository``, ``registry_id``.
+
+Every request goes through ``manifest_stitcher.transport`` (deadline, byte caps,
+retries) and auth through ``manifest_stitcher.oci_auth`` (basic, bearer tokens,
+Docker config and helpers, ECR tokens). Plain HTTP is used for loopback hosts
+and, with ``insecure=True``, for a registry that does not speak TLS.
+
+Why not the ``oras`` client: for a stitch its ``upload_manifest`` re-serializes
+the JSON (the digest must be the sha256 of the bytes the core built), its
+retries sleep 3-80 s with no deadline, its reads are not capped, and its token
+cache reuses a pull-scoped token for a push. What was left of it (a challenge
+parser and a base64 encoder) is a few lines in ``oci_auth``, so the dependency
+is gone.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import json
-import os
-import re
-import subprocess
 import threading
-import warnings
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import InsecureRequestWarning
-from urllib3.util.retry import Retry
-
+from . import grammar
 from .contract import (
     MANIFEST_MEDIA_TYPES,
+    MAX_CONFIG_BYTES,
     MAX_MANIFEST_BYTES,
     FetchedManifest,
     ImageRef,
@@ -48,41 +51,23 @@ from .core import sha256_digest
 from .errors import (
     ImageNotFound,
     InvalidStitchRequest,
+    RegistryAccessDenied,
     RegistryUnavailable,
-    StitchError,
     TagImmutable,
     UnsupportedMediaType,
-    redact_query,
 )
+from .oci_auth import PASSWORD_ENV, USERNAME_ENV, Auth, Credentials
+from .transport import Deadline, Reply, TlsError, Transport, concurrently
+
+__all__ = ["ACCEPT", "OciRegistry", "RegistryAccessDenied", "is_ecr_host", "is_loopback"]
 
 ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
-USERNAME_ENV = "ECR_MULTIARCH_USERNAME"
-PASSWORD_ENV = "ECR_MULTIARCH_PASSWORD"  # noqa: S105 - the name of a variable, not a secret
-ECR_HOST = re.compile(
-    r"^(?P<account>[0-9]{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)"
-    r"\.amazonaws\.com(?:\.cn)?$"
-)
 DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
-DOCKER_HUB_SERVER = "https://index.docker.io/v1/"
-"""The key of Docker Hub in a Docker config and for credential helpers."""
-_STATUS_RETRIED = frozenset({429, 500, 502, 503, 504})
 _MAX_WORKERS = 8
-_MAX_RETRY_AFTER = 30.0
-
-
-class _Retry(Retry):
-    """urllib3's Retry, but a registry's Retry-After cannot park the command for long."""
-
-    def get_retry_after(self, response: Any) -> float | None:
-        """The server's Retry-After, at most 30 seconds."""
-        value = super().get_retry_after(response)
-        return None if value is None else min(value, _MAX_RETRY_AFTER)
-
-
-class RegistryAccessDenied(StitchError):
-    """The registry refused our credentials (HTTP 401 / 403) for the repository."""
-
-    exit_code = 6
+_MISSING_CODES = frozenset({"MANIFEST_UNKNOWN", "NAME_UNKNOWN"})
+_CHILD_MISSING_CODES = frozenset(
+    {"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "MANIFEST_UNKNOWN", "NAME_UNKNOWN"}
+)
 
 
 def is_loopback(host: str) -> bool:
@@ -102,13 +87,13 @@ def is_loopback(host: str) -> bool:
 
 def is_ecr_host(host: str) -> bool:
     """True for an ECR private registry endpoint ``<account>.dkr.ecr.<region>.amazonaws.com``."""
-    return ECR_HOST.match(host) is not None
+    return grammar.ECR_HOST.match(host) is not None
 
 
-def _error_codes(response: requests.Response) -> list[tuple[str, str]]:
+def _error_codes(reply: Reply) -> list[tuple[str, str]]:
     """(code, message) of an OCI error body; empty when the body is not one."""
     try:
-        body = response.json()
+        body = json.loads(reply.body)
     except ValueError:
         return []
     errors = body.get("errors") if isinstance(body, dict) else None
@@ -120,259 +105,38 @@ def _error_codes(response: requests.Response) -> list[tuple[str, str]]:
             detail = error.get("detail")
             message = str(error.get("message") or "")
             if isinstance(detail, (str, dict)) and detail:
-                message = (
-                    f"{message} ({json.dumps(detail) if isinstance(detail, dict) else detail})"
-                )
-            out.append((str(error.get("code") or ""), message))
+                text = json.dumps(detail) if isinstance(detail, dict) else detail
+                message = f"{message} ({text[:200]})"
+            out.append((str(error.get("code") or ""), message[:300]))
     return out
 
 
-def _describe_errors(response: requests.Response) -> str:
-    codes = _error_codes(response)
+def _describe_errors(reply: Reply) -> str:
+    codes = _error_codes(reply)
     if codes:
         return "; ".join(f"{code}: {message}".strip(": ") for code, message in codes)
-    text = response.text.strip().replace("\n", " ")
-    return f"HTTP {response.status_code} {response.reason}" + (f": {text[:200]}" if text else "")
+    return reply.describe()
 
 
-class _Credentials:
-    """Finds the username and password for a host, once and only when a challenge asks."""
-
-    def __init__(
-        self,
-        host: str,
-        explicit: tuple[str, str] | None,
-        docker_config: Path | None,
-        ecr_client: Any,
-    ) -> None:
-        self._host = host
-        self._explicit = explicit
-        self._docker_config = docker_config
-        self._ecr_client = ecr_client
-        self._resolved = False
-        self._value: tuple[str, str] | None = None
-
-    def get(self) -> tuple[str, str] | None:
-        """(username, password), or None for anonymous access."""
-        if not self._resolved:
-            self._value = self._find()
-            self._resolved = True
-        return self._value
-
-    def _find(self) -> tuple[str, str] | None:
-        if self._explicit is not None:
-            return self._explicit
-        username, password = os.environ.get(USERNAME_ENV), os.environ.get(PASSWORD_ENV)
-        if username and password:
-            return username, password
-        match = ECR_HOST.match(self._host)
-        if match is not None:
-            return self._ecr_token(match["account"], match["region"])
-        return self._from_docker_config()
-
-    def _ecr_token(self, account: str, region: str) -> tuple[str, str]:
-        client = self._ecr_client
-        if client is None:
-            # boto3 only for ECR hosts: it costs ~180 ms of start-up that no other
-            # registry should pay.
-            import boto3  # noqa: PLC0415
-
-            client = boto3.client("ecr", region_name=region)
-        try:
-            data = client.get_authorization_token(registryIds=[account])["authorizationData"]
-            decoded = base64.b64decode(data[0]["authorizationToken"]).decode()
-        except Exception as e:
-            raise RegistryAccessDenied(
-                f"could not get an ECR authorization token for {self._host} "
-                f"(ecr:GetAuthorizationToken in {region}): {e}"
-            ) from e
-        username, _, password = decoded.partition(":")
-        return username, password
-
-    def _config_path(self) -> Path:
-        if self._docker_config is not None:
-            return self._docker_config
-        folder = os.environ.get("DOCKER_CONFIG")
-        return Path(folder) / "config.json" if folder else Path.home() / ".docker" / "config.json"
-
-    def _keys(self) -> list[str]:
-        hosts = [self._host]
-        if self._host in DOCKER_HUB_HOSTS:
-            return [DOCKER_HUB_SERVER, "index.docker.io", "docker.io"]
-        if self._host.startswith("localhost"):
-            hosts.append(self._host.replace("localhost", "127.0.0.1", 1))
-        elif self._host.startswith("127.0.0.1"):
-            hosts.append(self._host.replace("127.0.0.1", "localhost", 1))
-        keys = []
-        for host in hosts:
-            keys += [host, f"https://{host}", f"http://{host}", f"https://{host}/v1/"]
-        return keys
-
-    def _from_docker_config(self) -> tuple[str, str] | None:
-        path = self._config_path()
-        try:
-            config = json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as e:
-            raise InvalidStitchRequest(f"cannot read Docker config {path}: {e}") from None
-        auths = config.get("auths") or {}
-        for key in self._keys():
-            entry = auths.get(key)
-            if not isinstance(entry, dict):
-                continue
-            if entry.get("auth"):
-                try:
-                    decoded = base64.b64decode(entry["auth"]).decode()
-                except (binascii.Error, UnicodeDecodeError):
-                    raise InvalidStitchRequest(
-                        f"Docker config {path}: auths[{key!r}].auth is not base64 of "
-                        "'username:password'"
-                    ) from None
-                username, _, password = decoded.partition(":")
-                return username, password
-            if entry.get("username") and entry.get("password"):
-                return str(entry["username"]), str(entry["password"])
-        helpers = config.get("credHelpers") or {}
-        helper = next((helpers[k] for k in self._keys() if helpers.get(k)), None)
-        helper = helper or config.get("credsStore")
-        return self._from_helper(str(helper)) if helper else None
-
-    def _from_helper(self, helper: str) -> tuple[str, str] | None:
-        # The docker-credential-helpers protocol: the server URL on stdin, JSON out.
-        # `docker login` stores Docker Hub under its legacy URL, other registries by host.
-        server = DOCKER_HUB_SERVER if self._host in DOCKER_HUB_HOSTS else self._host
-        try:
-            done = subprocess.run(  # noqa: S603 - the helper the user configured
-                [f"docker-credential-{helper}", "get"],
-                input=server.encode(),
-                capture_output=True,
-                timeout=30,
-                check=True,
-            )
-            payload = json.loads(done.stdout)
-        except (OSError, subprocess.SubprocessError, ValueError):
-            return None
-        return str(payload["Username"]), str(payload["Secret"])
-
-
-class _Auth:
-    """Answers WWW-Authenticate challenges and remembers the header per action.
-
-    Thread-safe: concurrent requests that meet the same challenge fetch one token.
-    """
-
-    def __init__(
-        self,
-        host: str,
-        repository: str,
-        credentials: _Credentials,
-        session: requests.Session,
-        timeout: tuple[float, float],
-    ) -> None:
-        self._host = host
-        self._repository = repository
-        self._credentials = credentials
-        self._session = session
-        self._timeout = timeout
-        self._lock = threading.Lock()
-        self._headers: dict[str, str] = {}  # action ('pull' / 'push') -> Authorization
-
-    def header(self, action: str) -> dict[str, str]:
-        """The Authorization header to send for ``action``, if one is known."""
-        value = self._headers.get(action) or (
-            self._headers.get("push") if action == "pull" else None
-        )
-        return {"Authorization": value} if value else {}
-
-    def answer(self, response: requests.Response, action: str, sent: Mapping[str, str]) -> bool:
-        """Learn credentials for a 401; True when the request is worth retrying."""
-        with self._lock:
-            current = self.header(action)
-            if current != dict(sent):
-                return True  # another thread already answered this challenge
-            if current:
-                return False  # what we hold was just refused; asking again would not help
-            challenge = response.headers.get("WWW-Authenticate", "")
-            scheme = challenge.split(" ", 1)[0].lower()
-            if scheme == "basic":
-                return self._answer_basic(sent)
-            if scheme == "bearer":
-                return self._answer_bearer(challenge, action, sent)
-            return False
-
-    def _answer_basic(self, sent: Mapping[str, str]) -> bool:
-        credentials = self._credentials.get()
-        if credentials is None:
-            return False
-        from oras.auth.utils import get_basic_auth  # noqa: PLC0415 - only when asked
-
-        value = f"Basic {get_basic_auth(*credentials)}"
-        if sent.get("Authorization") == value:
-            return False  # these credentials were just refused
-        self._headers["pull"] = self._headers["push"] = value
-        return True
-
-    def _answer_bearer(self, challenge: str, action: str, sent: Mapping[str, str]) -> bool:
-        from oras.auth.utils import get_basic_auth, parse_auth_header  # noqa: PLC0415
-
-        parsed = parse_auth_header(challenge)
-        if not parsed.realm:
-            return False
-        scopes = [f"repository:{self._repository}:{'pull,push' if action == 'push' else 'pull'}"]
-        if parsed.scope and parsed.scope not in scopes:
-            scopes.append(parsed.scope)
-        params: dict[str, Any] = {"scope": scopes}
-        if parsed.service:
-            params["service"] = parsed.service
-        headers = {"Accept": "application/json"}
-        credentials = self._credentials.get()
-        if credentials is not None:
-            headers["Authorization"] = f"Basic {get_basic_auth(*credentials)}"
-        try:
-            response = self._session.get(
-                parsed.realm, params=params, headers=headers, timeout=self._timeout
-            )
-        except requests.RequestException as e:
-            raise RegistryUnavailable(
-                f"token service {parsed.realm} of registry {self._host} is unreachable: {e}"
-            ) from e
-        if response.status_code in (401, 403):
-            raise RegistryAccessDenied(
-                f"registry {self._host}: the token service {parsed.realm} refused "
-                f"{'the credentials of ' + credentials[0] if credentials else 'anonymous access'} "
-                f"for {' '.join(scopes)} (HTTP {response.status_code})"
-            )
-        if response.status_code != 200:
-            raise RegistryUnavailable(
-                f"registry {self._host}: token service {parsed.realm} answered "
-                f"{_describe_errors(response)}"
-            )
-        try:
-            body = response.json()
-            token = body.get("token") or body.get("access_token")
-        except (ValueError, AttributeError):
-            token = None
-        if not token:
-            raise RegistryUnavailable(
-                f"registry {self._host}: token service {parsed.realm} returned no token"
-            )
-        value = f"Bearer {token}"
-        if sent.get("Authorization") == value:
-            return False
-        self._headers[action] = value
-        return True
+def _check_reference(reference: str) -> str:
+    if grammar.DIGEST.match(reference) or grammar.TAG.match(reference):
+        return reference
+    raise InvalidStitchRequest(
+        f"reference {reference!r}: expected {grammar.TAG_EXPECTED}, or {grammar.DIGEST_EXPECTED}"
+    )
 
 
 class OciRegistry:
     """A repository in an OCI Distribution registry, as the stitch's ``Registry``.
 
-    ``host`` is ``registry[:port]`` (``docker.io`` means Docker Hub); plain HTTP
-    is used for loopback hosts and, with ``insecure=True``, for a registry that
-    does not speak TLS (TLS certificates are then not verified either).
-    ``auth`` is ``(username, password)``; without it credentials come from the
-    environment, ECR (for ECR hosts) or the Docker config, only when the
-    registry asks for them.
+    ``host`` is ``registry[:port]`` (``docker.io`` means Docker Hub). ``auth`` is
+    ``(username, password)``; without it credentials come from the environment,
+    ECR (for ECR hosts) or the Docker config, only when the registry asks.
+    ``deadline`` bounds every request of this instance (one stitch); without one
+    each request gets ``request_timeout`` seconds of its own. ``tls`` True forces
+    TLS (also on loopback), False forces plain HTTP; None decides by the host.
+    ``endpoint`` (``scheme://host[:port]``) sends the requests there instead, while
+    credentials are still those of ``host`` (a registry behind another address).
     """
 
     def __init__(
@@ -382,53 +146,51 @@ class OciRegistry:
         *,
         insecure: bool = False,
         auth: tuple[str, str] | None = None,
-        session: requests.Session | None = None,
         docker_config: Path | None = None,
         ecr_client: Any = None,
+        deadline: Deadline | None = None,
         retries: int = 3,
         backoff: float = 0.25,
-        timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 15.0,
+        request_timeout: float = 120.0,
         max_workers: int = _MAX_WORKERS,
+        tls: bool | None = None,
+        endpoint: str | None = None,
     ) -> None:
         if not host or "/" in host:
             raise InvalidStitchRequest(f"registry host: got {host!r}, expected host[:port]")
+        if not grammar.OCI_REPOSITORY.match(repository):
+            raise InvalidStitchRequest(
+                f"repository: got {repository!r}, expected {grammar.OCI_REPOSITORY_EXPECTED}"
+            )
         self._host = host
         self._api_host = "registry-1.docker.io" if host in DOCKER_HUB_HOSTS else host
         self._repository = repository
-        self._insecure = insecure
-        if insecure:
-            # Unverified TLS was asked for; urllib3 would warn about it on stderr,
-            # around the command line's one-line output.
-            warnings.filterwarnings("ignore", category=InsecureRequestWarning)
-        self._scheme = "http" if is_loopback(host) or insecure else "https"
-        self._tls_fallback = insecure and not is_loopback(host)
-        if self._tls_fallback:
-            self._scheme = "https"  # try TLS first, unverified; fall back to plain HTTP
-        self._retries = retries
-        self._timeout = (min(5.0, timeout), timeout)
+        # Plain HTTP for loopback registries (the usual local registry has no TLS),
+        # unless TLS is asked for; --insecure elsewhere tries TLS first, unverified,
+        # and falls back to plain HTTP.
+        plain = is_loopback(host) and not tls
+        self._scheme = "http" if plain or tls is False else "https"
+        self._tls_fallback = insecure and not plain and tls is None and endpoint is None
+        self._endpoint = endpoint.rstrip("/") if endpoint else None
+        self._scheme_lock = threading.Lock()
         self._max_workers = max(1, max_workers)
-        self._session = session or requests.Session()
-        retry = _Retry(
-            total=retries,
-            connect=retries,
-            read=retries,
-            status=retries,
-            other=0,
-            backoff_factor=backoff,
-            status_forcelist=_STATUS_RETRIED,
-            allowed_methods=None,  # GET, HEAD and the manifest PUT are all idempotent
-            raise_on_status=False,
-            respect_retry_after_header=True,
+        self._transport = Transport(
+            deadline,
+            verify_tls=not insecure,
+            retries=retries,
+            backoff=backoff,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            request_timeout=request_timeout,
+            pool_size=self._max_workers + 2,
         )
-        adapter = HTTPAdapter(
-            max_retries=retry, pool_connections=4, pool_maxsize=self._max_workers + 2
-        )
-        if session is None:
-            self._session.mount("http://", adapter)
-            self._session.mount("https://", adapter)
-        self._session.headers["User-Agent"] = "ecr-multiarch"
-        credentials = _Credentials(host, auth, docker_config, ecr_client)
-        self._auth = _Auth(self._api_host, repository, credentials, self._session, self._timeout)
+        credentials = Credentials(host, auth, docker_config, ecr_client)
+        self._auth = Auth(self._api_host, repository, credentials, self._transport)
+        # Until one request has passed, the auth challenge is unknown: the first
+        # request goes alone so that concurrent ones do not each meet a 401.
+        self._warmed = False
 
     # -- Registry protocol -------------------------------------------------
 
@@ -440,7 +202,7 @@ class OciRegistry:
     @property
     def registry_id(self) -> str:
         """The account id for an ECR host (as the ECR API adapter reports it), else the host."""
-        match = ECR_HOST.match(self._host)
+        match = grammar.ECR_HOST.match(self._host)
         return match["account"] if match else self._host
 
     @property
@@ -448,23 +210,31 @@ class OciRegistry:
         """The registry host as given."""
         return self._host
 
+    @property
+    def deadline(self) -> Deadline | None:
+        """The deadline every request of this instance counts against, if any."""
+        return self._transport.deadline
+
+    @property
+    def base_url(self) -> str:
+        """``<scheme>://<API host>/v2/<repository>``: where the requests of this instance go."""
+        origin = self._endpoint or f"{self._scheme}://{self._api_host}"
+        return f"{origin}/v2/{self._repository}"
+
     def image_uri(self, digest: str) -> str:
         """``host/repository@digest``."""
         return f"{self._host}/{self._repository}@{digest}"
 
     def get_manifests(self, refs: Sequence[ImageRef]) -> list[FetchedManifest]:
-        """GET every child (all four manifest media types accepted), in ``refs`` order."""
+        """GET every ref concurrently (all four manifest media types accepted), in order."""
         if not refs:
             return []
-        results: list[FetchedManifest | None] = [None] * len(refs)
-        # The first request alone learns the auth challenge, so the rest do not
-        # each meet the same 401 and fetch a token of their own.
-        results[0] = self._get_manifest(refs[0])
-        rest = list(range(1, len(refs)))
-        for i, fetched in zip(
-            rest, self._map(lambda i: self._get_manifest(refs[i]), rest), strict=True
-        ):
-            results[i] = fetched
+        results: list[FetchedManifest | None] = []
+        rest: Sequence[ImageRef] = refs
+        if not self._warmed:
+            results.append(self._get_manifest(refs[0]))
+            rest = refs[1:]
+        results += concurrently(self._get_manifest, rest, max_workers=self._max_workers)
         missing = [str(ref) for ref, got in zip(refs, results, strict=True) if got is None]
         if missing:
             raise ImageNotFound(
@@ -473,168 +243,212 @@ class OciRegistry:
         return [m for m in results if m is not None]
 
     def get_blobs(self, digests: Sequence[str]) -> dict[str, bytes]:
-        """GET each blob concurrently; every body is checked against its sha256 digest."""
+        """GET each blob concurrently; every body is capped and checked against its digest."""
         unique = list(dict.fromkeys(digests))
-        return dict(zip(unique, self._map(self._get_blob, unique), strict=True))
+        bodies = concurrently(self.get_blob, unique, max_workers=self._max_workers)
+        return dict(zip(unique, bodies, strict=True))
 
-    def put_index(self, index: StitchedIndex, tags: Sequence[str]) -> bool:
-        """PUT the exact index bytes under each tag (first tag first) unless it is already there."""
-        moved: list[str] = []
-        for tag in tags:
-            try:
-                if self.digest_of(tag) == index.digest:
-                    continue
-                self._put_manifest(tag, index)
-            except StitchError as e:
-                if not moved:
-                    raise
-                raise type(e)(
-                    f"{e}; tags already moved to {index.digest}: {', '.join(moved)}",
-                    moved_tags=moved,
-                ) from e
-            moved.append(tag)
-        return bool(moved)
+    def put_tag(self, index: StitchedIndex, tag: str) -> bool:
+        """PUT the exact index bytes under ``tag`` unless it already points at them."""
+        if self.digest_of(tag) == index.digest:
+            return False
+        self.put_manifest(tag, index.body, index.media_type)
+        return True
 
-    # -- Reads and writes beyond the protocol (used by the CLI) ------------
+    # -- The client beyond the protocol ---------------------------------------
 
     def digest_of(self, reference: str) -> str | None:
         """The digest a tag (or digest) points at, from a HEAD; None when it does not exist."""
-        response = self._request("HEAD", f"manifests/{reference}", headers={"Accept": ACCEPT})
-        if response.status_code == 404:
+        _check_reference(reference)
+        what = f"HEAD of manifest {reference!r} in {self._host}/{self._repository}"
+        reply = self._request("HEAD", f"manifests/{reference}", what, headers={"Accept": ACCEPT})
+        if reply.status == 404:
             return None
-        self._check(response, what=f"manifest {reference!r}")
-        digest = response.headers.get("Docker-Content-Digest")
-        if digest:
+        self._check(reply, what=what)
+        digest = reply.header("Docker-Content-Digest")
+        if digest and grammar.DIGEST.match(digest):
             return digest
-        if reference.startswith("sha256:"):
-            return reference
         # Docker-Content-Digest is optional in the distribution spec: without it,
         # hash the manifest itself, or a re-run would write (and, in an immutable
         # repository, fail on) a tag that already holds this index.
-        fetched = self._get_manifest(ImageRef(tag=reference))
+        fetched = self._get_manifest(_ref(reference))
         return fetched.digest if fetched is not None else None
 
     def fetch(self, reference: str) -> FetchedManifest:
         """GET one manifest by tag or digest; ``ImageNotFound`` when it does not exist."""
-        ref = (
-            ImageRef(digest=reference)
-            if reference.startswith("sha256:")
-            else ImageRef(tag=reference)
-        )
-        fetched = self._get_manifest(ref)
+        fetched = self._get_manifest(_ref(_check_reference(reference)))
         if fetched is None:
             raise ImageNotFound(f"not found in {self._host}/{self._repository}: {reference}")
         return fetched
 
-    def get_blob(self, digest: str) -> bytes:
-        """One blob, checked against its digest."""
-        return self._get_blob(digest)
+    def get_blob(self, digest: str, *, cap: int = MAX_CONFIG_BYTES) -> bytes:
+        """One blob, read with ``cap`` and checked against its digest."""
+        if not grammar.DIGEST.match(digest):
+            raise UnsupportedMediaType(
+                f"blob digest {digest!r:.100}: expected {grammar.DIGEST_EXPECTED}"
+            )
+        what = f"GET of blob {digest} in {self._host}/{self._repository}"
+        reply = self._request("GET", f"blobs/{digest}", what, cap=cap)
+        if reply.status == 404:
+            raise ImageNotFound(
+                f"blob {digest} (an image config) is not in {self._host}/{self._repository}"
+            )
+        self._check(reply, what=what)
+        actual = sha256_digest(reply.body)
+        if actual != digest:
+            raise UnsupportedMediaType(
+                f"registry {self._host} returned {len(reply.body)} bytes for blob {digest} "
+                f"whose sha256 is {actual}; refusing content that does not match its digest"
+            )
+        return reply.body
+
+    def put_manifest(self, reference: str, body: bytes, media_type: str) -> str:
+        """PUT the exact ``body`` under a tag or digest; returns its digest.
+
+        Raises ``ImageNotFound`` (a child is missing), ``TagImmutable``,
+        ``InvalidStitchRequest`` (the registry refuses the tag),
+        ``UnsupportedMediaType`` (it refuses the manifest, or stores other bytes),
+        ``RegistryAccessDenied`` and ``RegistryUnavailable``.
+        """
+        _check_reference(reference)
+        digest = sha256_digest(body)
+        target = f"{self._host}/{self._repository}:{reference}"
+        what = f"PUT of manifest {target}"
+        reply = self._request(
+            "PUT",
+            f"manifests/{reference}",
+            what,
+            headers={"Content-Type": media_type},
+            body=body,
+            action="push",
+        )
+        if reply.status in (200, 201, 202):
+            stored = reply.header("Docker-Content-Digest")
+            if stored and stored != digest:
+                raise UnsupportedMediaType(
+                    f"registry {self._host} stored {target} as {stored}, not as the sha256 of "
+                    f"the bytes sent ({digest})"
+                )
+            return digest
+        codes = {code for code, _ in _error_codes(reply)}
+        detail = _describe_errors(reply)
+        if codes & _CHILD_MISSING_CODES:
+            raise ImageNotFound(
+                f"registry {self._host} refused the manifest for {target} because a child "
+                f"is missing: {detail}"
+            )
+        if reply.status in (409, 412) or "immutable" in detail.lower():
+            raise TagImmutable(
+                f"tag {reference!r} of {self._host}/{self._repository} is immutable and points "
+                f"at another image: {detail}"
+            )
+        if codes & {"TAG_INVALID", "NAME_INVALID"} or (reply.status == 404 and not codes):
+            # A bare 404 on a manifest PUT: the registry's routes do not accept this name.
+            raise InvalidStitchRequest(f"registry {self._host} refused tag {reference!r}: {detail}")
+        if reply.status in (400, 415) or codes & {"MANIFEST_INVALID", "UNSUPPORTED"}:
+            raise UnsupportedMediaType(
+                f"registry {self._host} refused the {media_type} for {target}: {detail}"
+            )
+        raise RegistryUnavailable(f"registry {self._host}: {what} answered {detail}")
 
     # -- Plumbing ------------------------------------------------------------
 
-    def _map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-        if len(items) <= 1:
-            return [fn(item) for item in items]
-        with ThreadPoolExecutor(max_workers=min(self._max_workers, len(items))) as pool:
-            return list(pool.map(fn, items))
-
     def _url(self, path: str) -> str:
-        return f"{self._scheme}://{self._api_host}/v2/{self._repository}/{path}"
+        return f"{self.base_url}/{path}"
 
     def _send(
-        self, method: str, path: str, headers: Mapping[str, str], data: bytes | None
-    ) -> requests.Response:
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        cap: int,
+    ) -> Reply:
         try:
-            return self._session.request(
-                method,
-                self._url(path),
-                headers=dict(headers),
-                data=data,
-                timeout=self._timeout,
-                verify=not self._insecure,
-                allow_redirects=True,
+            return self._transport.request(
+                method, self._url(path), what=what, headers=headers, body=body, cap=cap
             )
-        except requests.exceptions.SSLError as e:
-            if self._tls_fallback and self._scheme == "https":
-                # --insecure against a registry that speaks plain HTTP.
-                self._scheme = "http"
-                return self._send(method, path, headers, data)
-            # Redacted: after a redirect the URL may be a pre-signed storage URL.
+        except TlsError as e:
+            with self._scheme_lock:
+                if self._tls_fallback and self._scheme == "https":
+                    self._scheme = "http"  # --insecure against a registry without TLS
+                    fallback = True
+                else:
+                    fallback = self._tls_fallback and self._scheme == "http"
+            if fallback:
+                return self._send(method, path, what=what, headers=headers, body=body, cap=cap)
             raise RegistryUnavailable(
-                f"registry {self._host}: TLS failed ({redact_query(str(e))}); use --insecure "
-                "for a registry with a self-signed certificate or without TLS"
-            ) from e
-        except (requests.ConnectionError, requests.Timeout) as e:
-            reason = e.args[0] if e.args else e
-            reason = getattr(reason, "reason", reason)
-            raise RegistryUnavailable(
-                f"registry {self._host} is unreachable after {self._retries + 1} attempts "
-                f"({method} {self._url(path)}): {redact_query(str(reason))}"
-            ) from e
-        except requests.RequestException as e:
-            raise RegistryUnavailable(
-                f"registry {self._host}: {method} failed: {redact_query(str(e))}"
-            ) from e
+                f"registry {self._host}: TLS failed ({e}); use --insecure for a registry "
+                "with a self-signed certificate or without TLS"
+            ) from None
 
     def _request(
         self,
         method: str,
         path: str,
+        what: str,
         *,
         headers: Mapping[str, str] | None = None,
-        data: bytes | None = None,
+        body: bytes | None = None,
         action: str = "pull",
-    ) -> requests.Response:
+        cap: int = MAX_MANIFEST_BYTES,
+    ) -> Reply:
         headers = dict(headers or {})
         for _attempt in range(3):
             auth = self._auth.header(action)
-            response = self._send(method, path, {**headers, **auth}, data)
-            if response.status_code != 401 or not self._auth.answer(response, action, auth):
+            reply = self._send(
+                method, path, what=what, headers={**headers, **auth}, body=body, cap=cap
+            )
+            if reply.status != 401 or not self._auth.answer(
+                reply.header("WWW-Authenticate"), action, auth
+            ):
                 break
-        if response.status_code in (401, 403):
-            what = "push to" if action == "push" else "pull from"
+        if reply.status in (401, 403):
+            verb = "push to" if action == "push" else "pull from"
             raise RegistryAccessDenied(
-                f"registry {self._host} denied access (HTTP {response.status_code}) to "
-                f"{what} repository {self._repository!r}: {_describe_errors(response)}; "
+                f"registry {self._host} denied access (HTTP {reply.status}) to "
+                f"{verb} repository {self._repository!r}: {_describe_errors(reply)}; "
                 f"log in with `docker login {self._host}`, set {USERNAME_ENV} and "
                 f"{PASSWORD_ENV}, or check the repository's permissions"
             )
-        if response.status_code in _STATUS_RETRIED:
-            raise RegistryUnavailable(
-                f"registry {self._host} still answers {_describe_errors(response)} "
-                f"after {self._retries + 1} attempts ({method} {self._url(path)})"
-            )
-        return response
+        self._warmed = True
+        return reply
 
-    def _check(self, response: requests.Response, *, what: str) -> None:
-        if response.status_code >= 400:
-            raise RegistryUnavailable(
-                f"registry {self._host}: {what} in {self._repository!r}: "
-                f"{_describe_errors(response)}"
-            )
+    def _check(self, reply: Reply, *, what: str) -> None:
+        if reply.status >= 400:
+            raise RegistryUnavailable(f"registry {self._host}: {what}: {_describe_errors(reply)}")
 
     def _get_manifest(self, ref: ImageRef) -> FetchedManifest | None:
         reference = ref.digest or ref.tag
-        assert reference is not None, "an ImageRef names a digest or a tag"
-        response = self._request("GET", f"manifests/{reference}", headers={"Accept": ACCEPT})
-        if response.status_code == 404 or (
-            response.status_code == 400
-            and any(c in {"MANIFEST_UNKNOWN", "NAME_UNKNOWN"} for c, _ in _error_codes(response))
+        if reference is None:
+            raise InvalidStitchRequest("an image reference names a digest or a tag")
+        _check_reference(reference)
+        what = f"GET of manifest {reference!r} in {self._host}/{self._repository}"
+        reply = self._request("GET", f"manifests/{reference}", what, headers={"Accept": ACCEPT})
+        if reply.status == 404 or (
+            reply.status == 400 and any(c in _MISSING_CODES for c, _ in _error_codes(reply))
         ):
             return None
-        self._check(response, what=f"manifest {reference!r}")
-        body = response.content
-        if len(body) > MAX_MANIFEST_BYTES:
-            raise UnsupportedMediaType(
-                f"{reference}: manifest of {len(body)} bytes, more than the "
-                f"{MAX_MANIFEST_BYTES} a manifest may have"
-            )
+        self._check(reply, what=what)
+        body = reply.body
         digest = sha256_digest(body)
         if ref.digest is not None and digest != ref.digest:
-            raise RegistryUnavailable(
-                f"registry {self._host} returned bytes for {ref.digest} whose sha256 is {digest}"
+            raise UnsupportedMediaType(
+                f"registry {self._host} returned {len(body)} bytes for {ref.digest} whose "
+                f"sha256 is {digest}; refusing content that does not match its digest"
             )
-        media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+        claimed = reply.header("Docker-Content-Digest").strip()
+        if claimed and claimed != digest:
+            # The registry names one manifest and sends another: a substituted or
+            # corrupted body, which must not be referenced by the index.
+            raise UnsupportedMediaType(
+                f"registry {self._host} says {reference!r} is {claimed} (Docker-Content-"
+                f"Digest) but sent {len(body)} bytes whose sha256 is {digest}; refusing "
+                "content that does not match its digest"
+            )
+        media_type = reply.header("Content-Type").split(";", 1)[0].strip()
         if media_type not in MANIFEST_MEDIA_TYPES:
             # Some registries answer application/json; the body's own mediaType decides then.
             try:
@@ -644,57 +458,8 @@ class OciRegistry:
             media_type = declared if isinstance(declared, str) and declared else media_type
         return FetchedManifest(ref=ref, digest=digest, media_type=media_type, body=body)
 
-    def _get_blob(self, digest: str) -> bytes:
-        response = self._request("GET", f"blobs/{digest}")
-        if response.status_code == 404:
-            raise ImageNotFound(
-                f"blob {digest} (an image config) is not in {self._host}/{self._repository}"
-            )
-        self._check(response, what=f"blob {digest}")
-        body = response.content
-        if sha256_digest(body) != digest:
-            raise RegistryUnavailable(
-                f"registry {self._host} returned bytes for blob {digest} whose sha256 is "
-                f"{sha256_digest(body)}"
-            )
-        return body
 
-    def _put_manifest(self, tag: str, index: StitchedIndex) -> None:
-        response = self._request(
-            "PUT",
-            f"manifests/{tag}",
-            headers={"Content-Type": index.media_type},
-            data=index.body,
-            action="push",
-        )
-        if response.status_code in (200, 201, 202):
-            stored = response.headers.get("Docker-Content-Digest")
-            if stored and stored != index.digest:
-                raise RegistryUnavailable(
-                    f"registry {self._host} stored {tag!r} as {stored}, not as the sha256 of "
-                    f"the bytes sent ({index.digest})"
-                )
-            return
-        codes = _error_codes(response)
-        names = {code for code, _ in codes}
-        detail = _describe_errors(response)
-        if names & {"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "MANIFEST_UNKNOWN", "NAME_UNKNOWN"}:
-            raise ImageNotFound(
-                f"registry {self._host} refused the index for {self._repository}:{tag} "
-                f"because a child is missing: {detail}"
-            )
-        if response.status_code in (409, 412) or "immutable" in detail.lower():
-            raise TagImmutable(
-                f"tag {tag!r} of {self._host}/{self._repository} is immutable and points "
-                f"at another image: {detail}"
-            )
-        if names & {"TAG_INVALID", "NAME_INVALID"} or (response.status_code == 404 and not names):
-            # A bare 404 on a manifest PUT: the registry's routes do not accept this name.
-            raise InvalidStitchRequest(f"registry {self._host} refused tag {tag!r}: {detail}")
-        if response.status_code in (400, 415) or names & {"MANIFEST_INVALID", "UNSUPPORTED"}:
-            raise UnsupportedMediaType(
-                f"registry {self._host} refused the {index.media_type} for "
-                f"{self._repository}:{tag}: {detail}"
-            )
-        self._check(response, what=f"PUT of tag {tag!r}")
-        raise RegistryUnavailable(f"registry {self._host}: PUT of tag {tag!r} answered {detail}")
+def _ref(reference: str) -> ImageRef:
+    if reference.startswith("sha256:"):
+        return ImageRef(digest=reference)
+    return ImageRef(tag=reference)

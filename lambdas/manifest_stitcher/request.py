@@ -19,25 +19,25 @@ from pydantic import (
     model_validator,
 )
 
+from . import grammar
 from .contract import ImageRef, Platform
 from .errors import InvalidStitchRequest
 
-DIGEST_PATTERN = r"^sha256:[a-f0-9]{64}$"
-TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
-# ECR repository names: lowercase path components separated by '/'.
-REPOSITORY_PATTERN = r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$"
-REGISTRY_ID_PATTERN = r"^[0-9]{12}$"
-PLATFORM_WORD = r"^[a-z0-9_]+$"
+DIGEST_PATTERN = grammar.DIGEST_PATTERN
+TAG_PATTERN = grammar.TAG_PATTERN
+REPOSITORY_PATTERN = grammar.REPOSITORY_PATTERN
+REGISTRY_ID_PATTERN = grammar.REGISTRY_ID_PATTERN
+PLATFORM_WORD = grammar.PLATFORM_WORD_PATTERN
 
 Digest = Annotated[str, StringConstraints(pattern=DIGEST_PATTERN)]
 Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
 
 _EXPECTED = {
-    "digest": "'sha256:' followed by 64 lowercase hex characters",
-    "tags": "Docker tags: 1-128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
-    "tag": "a Docker tag: 1-128 characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
-    "repositoryName": "an ECR repository name: 2-256 lowercase characters, [a-z0-9._-/]",
-    "registryId": "a 12-digit AWS account id",
+    "digest": grammar.DIGEST_EXPECTED,
+    "tags": grammar.TAG_EXPECTED,
+    "tag": grammar.TAG_EXPECTED,
+    "repositoryName": grammar.REPOSITORY_EXPECTED,
+    "registryId": grammar.REGISTRY_ID_EXPECTED,
     "mediaType": "one of 'auto', 'oci', 'docker'",
     "attestations": "one of 'keep', 'drop'",
     "os": "a GOOS value such as 'linux' or 'windows'",

@@ -249,3 +249,27 @@ def load_handler(monkeypatch: pytest.MonkeyPatch, **env: str) -> ModuleType:
         if isinstance(log_handler, logging.StreamHandler):
             log_handler.setStream(_CurrentStdout())
     return module
+
+
+def add_entries_response(
+    stub: Stubber,
+    entries: Sequence[Image],
+    *,
+    registry_id: str | None = None,
+    answer: Sequence[Image] | None = None,
+) -> None:
+    """Queue the second BatchGetImage: the flattened entries of child indexes, by digest.
+
+    The adapter asks for each entry once, sorted by digest; ``answer`` (default:
+    the entries themselves) is what "ECR" returns for them, to play a hostile index.
+    """
+    asked = sorted({image.digest for image in entries})
+    by_digest = {image.digest: image for image in (answer if answer is not None else entries)}
+    stub.add_response(
+        "batch_get_image",
+        {
+            "images": [image_entry(by_digest[d]) for d in asked if d in by_digest],
+            "failures": [],
+        },
+        batch_get_params([{"imageDigest": d} for d in asked], registry_id=registry_id),
+    )

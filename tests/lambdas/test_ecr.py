@@ -33,13 +33,14 @@ from manifest_stitcher.errors import (
     UnsupportedMediaType,
 )
 from manifest_stitcher.request import parse_request
-from manifest_stitcher.stitch import stitch
+from manifest_stitcher.stitch import stitch, write_tags
 from tests.support.images import Image, build_image, build_index
 
 from .ecr_stubs import (
     ACCOUNT,
     BlobServer,
     ConcurrentStubber,
+    add_entries_response,
     batch_get_params,
     count_calls,
     ecr_client,
@@ -336,7 +337,8 @@ def test_a_corrupted_blob_is_refused(client: Any, stubber: Stubber, blobs: BlobS
         {"downloadUrl": blobs.url(config.digest), "layerDigest": config.digest},
         {"repositoryName": "hello", "layerDigest": config.digest},
     )
-    with pytest.raises(RegistryUnavailable, match="corrupted in transit"):
+    # an integrity failure: never RegistryUnavailable, which the workflow would retry
+    with pytest.raises(UnsupportedMediaType, match="does not match its digest"):
         EcrRegistry("hello", client=client).get_blobs([config.digest])
 
 
@@ -395,7 +397,7 @@ def test_a_failed_download_keeps_the_presigned_url_out_of_the_error_and_the_logs
         EcrRegistry("hello", client=client).get_blobs([config.digest])
     # THEN neither the error (with its traceback) nor urllib3's retry warnings hold it
     written = "".join(traceback.format_exception(raised.value)) + caplog.text
-    assert "Retrying" in caplog.text
+    assert "retrying in" in caplog.text
     assert config.digest in str(raised.value)
     for secret in ("AKIDEXAMPLE", "SESSIONTOKEN", "SIGNATURE"):
         assert secret not in written
@@ -432,7 +434,7 @@ def test_get_download_url_server_error_is_registry_unavailable(
         EcrRegistry("hello", client=client).get_blobs([digest])
 
 
-# --------------------------------------------------------------------- put_index
+# --------------------------------------------------------------------- put_tag
 
 
 INDEX = index_of(AMD64, ARM64)
@@ -453,7 +455,9 @@ def test_put_image_once_per_tag_first_tag_first(client: Any, stubber: Stubber) -
             },
             put_params(INDEX, tag, ACCOUNT),
         )
-    assert EcrRegistry("hello", ACCOUNT, client=client).put_index(INDEX, ["3f2a1bc", "latest"])
+    assert bool(
+        write_tags(EcrRegistry("hello", ACCOUNT, client=client), INDEX, ["3f2a1bc", "latest"])
+    )
 
 
 def test_a_rerun_changes_nothing(client: Any, stubber: Stubber) -> None:
@@ -474,7 +478,7 @@ def test_a_rerun_changes_nothing(client: Any, stubber: Stubber) -> None:
         {"imageDetails": [{"imageDigest": INDEX.digest, "imageTags": ["v1"]}]},
         {"repositoryName": "hello", "imageIds": [{"imageTag": "v1"}]},
     )
-    assert EcrRegistry("hello", client=client).put_index(INDEX, ["3f2a1bc", "v1"]) is False
+    assert bool(write_tags(EcrRegistry("hello", client=client), INDEX, ["3f2a1bc", "v1"])) is False
 
 
 def test_a_rerun_that_moves_one_tag_is_a_change(client: Any, stubber: Stubber) -> None:
@@ -484,7 +488,9 @@ def test_a_rerun_that_moves_one_tag_is_a_change(client: Any, stubber: Stubber) -
         expected_params=put_params(INDEX, "3f2a1bc"),
     )
     stubber.add_response("put_image", {}, put_params(INDEX, "latest"))
-    assert EcrRegistry("hello", client=client).put_index(INDEX, ["3f2a1bc", "latest"]) is True
+    assert (
+        bool(write_tags(EcrRegistry("hello", client=client), INDEX, ["3f2a1bc", "latest"])) is True
+    )
 
 
 def test_an_immutable_tag_elsewhere_is_tag_immutable_and_says_what_moved(
@@ -503,11 +509,15 @@ def test_an_immutable_tag_elsewhere_is_tag_immutable_and_says_what_moved(
         {"repositoryName": "hello", "imageIds": [{"imageTag": "v1"}]},
     )
     with pytest.raises(TagImmutable) as caught:
-        EcrRegistry("hello", client=client).put_index(INDEX, ["latest", "v1", "never-written"])
+        bool(
+            write_tags(
+                EcrRegistry("hello", client=client), INDEX, ["latest", "v1", "never-written"]
+            )
+        )
     message = str(caught.value)
     assert f"tag 'v1' in immutable repository 'hello' already points at {MISSING}" in message
     assert f"cannot move it to {INDEX.digest}" in message
-    assert message.startswith("tags latest already moved to the new index")
+    assert message.endswith(f"; tags already moved to {INDEX.digest}: latest")
     assert caught.value.moved_tags == ("latest",)
 
 
@@ -522,7 +532,7 @@ def test_put_image_missing_children_is_image_not_found(
         expected_params=put_params(INDEX, "v1"),
     )
     with pytest.raises(ImageNotFound, match=code) as caught:
-        EcrRegistry("hello", client=client).put_index(INDEX, ["v1", "latest"])
+        bool(write_tags(EcrRegistry("hello", client=client), INDEX, ["v1", "latest"]))
     assert caught.value.moved_tags == ()
 
 
@@ -549,15 +559,15 @@ def test_a_later_tag_failing_names_the_tags_that_moved(
         expected_params=put_params(INDEX, "latest"),
     )
     with pytest.raises(error) as caught:
-        EcrRegistry("hello", client=client).put_index(INDEX, ["3f2a1bc", "latest"])
+        bool(write_tags(EcrRegistry("hello", client=client), INDEX, ["3f2a1bc", "latest"]))
     assert caught.value.moved_tags == ("3f2a1bc",)  # type: ignore[attr-defined]
-    assert "tags 3f2a1bc already moved" in str(caught.value)
+    assert f"tags already moved to {INDEX.digest}: 3f2a1bc" in str(caught.value)
 
 
 def test_docker_manifest_list_is_put_with_its_own_media_type(client: Any, stubber: Stubber) -> None:
     docker_index = index_of(ARMV7, media_type=DOCKER_MANIFEST_LIST)
     stubber.add_response("put_image", {}, put_params(docker_index, "v1"))
-    assert EcrRegistry("hello", client=client).put_index(docker_index, ["v1"])
+    assert bool(write_tags(EcrRegistry("hello", client=client), docker_index, ["v1"]))
 
 
 # ------------------------------------------------------------ registry id and URI
@@ -682,6 +692,8 @@ def test_stitch_reads_once_fetches_unknown_configs_and_writes_each_tag(
             },
             batch_get_params([{"imageTag": "build-1"}, {"imageDigest": ARMV7.digest}]),
         )
+        # the index's four entries, read in one more call and checked against their bytes
+        add_entries_response(stub, BUILDX_CHILDREN)
         stub.add_response(
             "get_download_url_for_layer",
             {"downloadUrl": blobs.url(ARMV7.blobs[0].digest), "layerDigest": ARMV7.blobs[0].digest},
@@ -839,7 +851,7 @@ def test_an_immutable_tag_that_vanished_meanwhile_is_still_tag_immutable(
         expected_params={"repositoryName": "hello", "imageIds": [{"imageTag": "v1"}]},
     )
     with pytest.raises(TagImmutable, match="already points at another image"):
-        EcrRegistry("hello", client=client).put_index(INDEX, ["v1"])
+        bool(write_tags(EcrRegistry("hello", client=client), INDEX, ["v1"]))
 
 
 @pytest.mark.parametrize("corrupt", [False, True])
@@ -866,7 +878,7 @@ def test_nothing_is_written_when_a_config_is_missing_or_corrupt(
                 expected_params={"repositoryName": "hello", "layerDigest": config.digest},
             )
         calls = count_calls(client)
-        with pytest.raises(RegistryUnavailable if corrupt else ImageNotFound, match=config.digest):
+        with pytest.raises(UnsupportedMediaType if corrupt else ImageNotFound, match=config.digest):
             stitch(request, EcrRegistry("hello", client=client))
         stub.assert_no_pending_responses()
     assert "PutImage" not in calls

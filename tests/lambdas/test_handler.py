@@ -29,6 +29,7 @@ from .ecr_stubs import (
     NAMESPACE,
     BlobServer,
     FakeContext,
+    add_entries_response,
     batch_get_params,
     ecr_client,
     image_entry,
@@ -39,7 +40,7 @@ AMD64 = build_image({"app": b"amd64"}, Platform("linux", "amd64"))
 ARM64 = build_image({"app": b"arm64"}, Platform("linux", "arm64", "v8"))
 ARMV7 = build_image({"app": b"armv7"}, Platform("linux", "arm", "v7"), oci=False)
 AMD64_DOCKER = build_image({"app": b"amd64"}, Platform("linux", "amd64"), oci=False)
-BUILDX_INDEX, _ = build_index([AMD64, ARM64], attestations=True)
+BUILDX_INDEX, BUILDX_CHILDREN = build_index([AMD64, ARM64], attestations=True)
 MISSING = "sha256:" + "f" * 64
 
 
@@ -125,6 +126,7 @@ def test_handler_stitches_a_buildx_index_and_a_bare_image(
                 registry_id=ACCOUNT,
             ),
         )
+        add_entries_response(stub, BUILDX_CHILDREN, registry_id=ACCOUNT)
         stub.add_response(
             "get_download_url_for_layer",
             {"downloadUrl": blobs.url(config.digest), "layerDigest": config.digest},

@@ -191,23 +191,23 @@ def event_file(tmp_path: Path) -> Path:
 def _ecr_adapter_with(monkeypatch: pytest.MonkeyPatch, client: Any) -> None:
     real = manifest_stitcher.ecr.EcrRegistry
 
-    def with_client(repository: str, registry_id: str | None = None) -> Any:
-        return real(repository, registry_id, client=client)
+    def with_client(repository: str, registry_id: str | None = None, **kw: Any) -> Any:
+        return real(repository, registry_id, client=client, **kw)
 
     monkeypatch.setattr(manifest_stitcher.ecr, "EcrRegistry", with_client)
 
 
-def test_no_aws_credentials_for_the_ecr_api_exit_6(
+def test_no_aws_credentials_for_the_ecr_api_exit_7(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], event_file: Path
 ) -> None:
     session = botocore.session.Session()
     session.get_component("credential_provider").providers = []  # nothing to find
     _ecr_adapter_with(monkeypatch, session.create_client("ecr", region_name="eu-west-1"))
-    _fails(capsys, ["stitch", "--event", str(event_file)], 6,
+    _fails(capsys, ["stitch", "--event", str(event_file)], 7,
            "RegistryAccessDenied", "AWS credentials")  # fmt: skip
 
 
-def test_the_ecr_api_refusing_access_exits_6(
+def test_the_ecr_api_refusing_access_exits_7(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], event_file: Path
 ) -> None:
     client = botocore.session.Session().create_client(
@@ -220,7 +220,7 @@ def test_the_ecr_api_refusing_access_exits_6(
     )
     _ecr_adapter_with(monkeypatch, client)
     with stubber:
-        _fails(capsys, ["stitch", "--event", str(event_file)], 6,
+        _fails(capsys, ["stitch", "--event", str(event_file)], 7,
                "RegistryAccessDenied", "ecr:BatchGetImage")  # fmt: skip
 
 

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -330,7 +331,7 @@ def test_an_event_without_registry_goes_to_the_ecr_api_adapter(
     made: list[tuple[str, str | None]] = []
 
     class Recording:
-        def __init__(self, repository: str, registry_id: str | None = None) -> None:
+        def __init__(self, repository: str, registry_id: str | None = None, **_: Any) -> None:
             made.append((repository, registry_id))
             self.repository, self.registry_id = repository, registry_id
 
