@@ -3,13 +3,21 @@
 
 Context (``cdk synth -c key=value`` or ``cdk.json``):
 
-- ``connectionArn`` (with ``repositoryOwner`` and ``repositoryName``; optional
-  ``provider`` GITHUB | GITLAB | BITBUCKET): build pushes to a GitHub, GitLab or
-  Bitbucket repository through that CodeConnections connection. Without it the app
-  creates a CodeCommit repository holding ``examples/hello`` and builds its pushes.
+- ``source``: where the code comes from.
+  - ``s3`` (the default): the app creates a versioned bucket; every upload of a zip
+    archive of the service to ``hello.zip`` builds it (the ``UploadCommand`` output
+    makes and uploads one). Works in any account.
+  - ``codecommit``: the app creates a CodeCommit repository holding ``examples/hello``
+    and builds its pushes (and pushed tags ``v*``). The repository is retained when the
+    stack is deleted. CodeCommit was closed to new customers in July 2024; an account
+    without CodeCommit access fails to create it (docs/aws-assumptions.md#codecommit-status).
+  - ``connection``: build pushes to a GitHub, GitLab or Bitbucket repository through the
+    CodeConnections connection ``connectionArn`` (with ``repositoryOwner`` and
+    ``repositoryName``; optional ``provider`` GITHUB | GITLAB | BITBUCKET). Giving
+    ``connectionArn`` alone selects it too.
 - ``branch``: the branch that is built and tagged ``latest`` (default ``main``).
-- ``buildContext``: the Docker build context in the repository (default ``.`` for
-  the CodeCommit repository, ``examples/hello`` for a connection to a copy of this
+- ``buildContext``: the Docker build context in the source (default ``.`` for the archive
+  and the CodeCommit repository, ``examples/hello`` for a connection to a copy of this
   project).
 - ``imageRepositoryName``: the ECR repository the images go to (default ``hello``;
   it is retained when the stack is deleted, so a redeploy needs another name or the
@@ -31,6 +39,7 @@ from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_codecommit as codecommit
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from cdk_nag import AwsSolutionsChecks
 
@@ -42,6 +51,11 @@ HELLO = HERE / "examples" / "hello"
 STACK_ID = "EcrMultiarchHello"
 
 
+SOURCES = ("s3", "codecommit", "connection")
+"""The values of the ``source`` context key."""
+ARCHIVE_KEY = "hello.zip"
+
+
 class HelloImagePipelineStack(cdk.Stack):
     """The pipeline building ``examples/hello`` for every platform, with its outputs."""
 
@@ -49,6 +63,14 @@ class HelloImagePipelineStack(cdk.Stack):
         super().__init__(scope, id, **kwargs)
         branch = str(self.node.try_get_context("branch") or "main")
         connection_arn = self.node.try_get_context("connectionArn")
+        kind = str(
+            self.node.try_get_context("source") or ("connection" if connection_arn else "s3")
+        )
+        if kind not in SOURCES:
+            raise ValueError(
+                f"context source={kind!r} is not a source of the sample app; expected one of "
+                f"{', '.join(SOURCES)}"
+            )
         platforms = [
             Platform.of(name)
             for name in str(
@@ -58,16 +80,20 @@ class HelloImagePipelineStack(cdk.Stack):
         ]
 
         self.code_repository: codecommit.Repository | None = None
-        if connection_arn:
-            source = Source.connection(
-                connection_arn,
+        self.archive_bucket: s3.Bucket | None = None
+        default_context = "."
+        if kind == "connection":
+            if not connection_arn:
+                raise ValueError("context source=connection needs connectionArn")
+            source: Source = Source.connection(
+                str(connection_arn),
                 owner=str(self.node.try_get_context("repositoryOwner") or ""),
                 repo=str(self.node.try_get_context("repositoryName") or ""),
                 branch=branch,
                 provider=str(self.node.try_get_context("provider") or "GITHUB").upper(),  # type: ignore[arg-type]
             )
             default_context = "examples/hello"
-        else:
+        elif kind == "codecommit":
             self.code_repository = codecommit.Repository(
                 self,
                 "HelloSource",
@@ -75,8 +101,12 @@ class HelloImagePipelineStack(cdk.Stack):
                 description="The hello sample service, built for every platform on each push",
                 code=codecommit.Code.from_directory(str(HELLO), branch),
             )
+            # The history outlives the stack, as the images in ECR do.
+            self.code_repository.apply_removal_policy(cdk.RemovalPolicy.RETAIN)
             source = Source.code_commit(self.code_repository, branch=branch)
-            default_context = "."
+        else:
+            self.archive_bucket = self._archive_bucket()
+            source = Source.s3(self.archive_bucket, ARCHIVE_KEY, branch=branch)
 
         self.pipeline = MultiArchImagePipeline(
             self,
@@ -103,17 +133,28 @@ class HelloImagePipelineStack(cdk.Stack):
             value=self.pipeline.state_machine.state_machine_arn,
             description="The workflow that builds, stitches and publishes each commit",
         )
-        cdk.CfnOutput(
-            self,
-            "StartExecutionCommand",
-            value=(
-                "aws stepfunctions start-execution --state-machine-arn "
-                f"{self.pipeline.state_machine.state_machine_arn} "
-                '--input "{\\"commit\\":\\"$(git rev-parse HEAD)\\",'
-                f'\\"branch\\":\\"{branch}\\"}}"'
-            ),
-            description="Builds the commit checked out in your shell (run it in the repository)",
-        )
+        if self.archive_bucket is None:
+            cdk.CfnOutput(
+                self,
+                "StartExecutionCommand",
+                value=(
+                    "aws stepfunctions start-execution --state-machine-arn "
+                    f"{self.pipeline.state_machine.state_machine_arn} "
+                    '--input "{\\"commit\\":\\"$(git rev-parse HEAD)\\",'
+                    f'\\"branch\\":\\"{branch}\\"}}"'
+                ),
+                description="Builds the commit checked out in your shell (run it in the checkout)",
+            )
+        else:
+            cdk.CfnOutput(
+                self,
+                "UploadCommand",
+                value=(
+                    "(cd examples/hello && zip -qr - .) > hello.zip && aws s3 cp hello.zip "
+                    f"s3://{self.archive_bucket.bucket_name}/{ARCHIVE_KEY}"
+                ),
+                description="Builds the service as it is in your checkout (run it in the project)",
+            )
         if self.code_repository is not None:
             cdk.CfnOutput(
                 self,
@@ -122,10 +163,36 @@ class HelloImagePipelineStack(cdk.Stack):
                 description="Push here (git-remote-codecommit) to build a new image",
             )
 
+    def _archive_bucket(self) -> s3.Bucket:
+        """The versioned bucket of the source archives, with its access logs."""
+        access_logs = s3.Bucket(
+            self,
+            "HelloSourceAccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            lifecycle_rules=[s3.LifecycleRule(expiration=cdk.Duration.days(90))],
+        )
+        return s3.Bucket(
+            self,
+            "HelloSources",
+            versioned=True,
+            event_bridge_enabled=True,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            server_access_logs_bucket=access_logs,
+            server_access_logs_prefix="hello-sources/",
+            # Every archive is the source of an image that is retained: so is the archive.
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+
 
 def create_app(**app_kwargs: Any) -> cdk.App:
     """The sample app with cdk-nag's AwsSolutions checks (``app_kwargs`` go to ``cdk.App``)."""
     app = cdk.App(**app_kwargs)
+    # Server access logs are allowed by a bucket policy, not by the legacy log-delivery ACL.
+    app.node.set_context("@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy", True)
     HelloImagePipelineStack(
         app,
         STACK_ID,

@@ -32,6 +32,7 @@ SHOWN = {
     "AWS::SNS::Topic": "SNS topic",
     "AWS::CloudWatch::Alarm": "CloudWatch alarm",
     "AWS::S3::Bucket": "S3 bucket",
+    "AWS::SQS::Queue": "SQS dead-letter queue",
 }
 
 

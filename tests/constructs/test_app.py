@@ -71,8 +71,14 @@ def _synth(outdir: Path, context: dict[str, Any] | None = None) -> Synthesized:
 
 @pytest.fixture(scope="module")
 def default_app(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
-    """GIVEN the sample app as `cdk synth` runs it (CodeCommit source)."""
+    """GIVEN the sample app as `cdk synth` runs it (an S3 archive source)."""
     return _synth(tmp_path_factory.mktemp("app-default"))
+
+
+@pytest.fixture(scope="module")
+def codecommit_app(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """GIVEN the sample app with its CodeCommit repository as the source."""
+    return _synth(tmp_path_factory.mktemp("app-codecommit"), {"source": "codecommit"})
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +113,7 @@ def _acknowledgments(app: cdk.App) -> dict[str, str]:
 # ---------------------------------------------------------------------- cdk-nag
 
 
-@pytest.mark.parametrize("variant", ["default_app", "connection_app"])
+@pytest.mark.parametrize("variant", ["default_app", "codecommit_app", "connection_app"])
 def test_no_unacknowledged_aws_solutions_finding(
     variant: str, request: pytest.FixtureRequest
 ) -> None:
@@ -127,7 +133,7 @@ def test_aws_solutions_checks_are_applied(tmp_path: Path) -> None:
     assert any("AwsSolutions-S1" in v and "Unacknowledged" in v for v in _violations(tmp_path))
 
 
-@pytest.mark.parametrize("variant", ["default_app", "connection_app"])
+@pytest.mark.parametrize("variant", ["default_app", "codecommit_app", "connection_app"])
 def test_every_acknowledgment_has_a_specific_reason(
     variant: str, request: pytest.FixtureRequest
 ) -> None:
@@ -144,13 +150,13 @@ def test_every_acknowledgment_has_a_specific_reason(
 # ---------------------------------------------------------------------- linters
 
 
-@pytest.mark.parametrize("variant", ["default_app", "connection_app"])
+@pytest.mark.parametrize("variant", ["default_app", "codecommit_app", "connection_app"])
 def test_template_passes_cfn_lint(variant: str, request: pytest.FixtureRequest) -> None:
     result = cfn_lint(request.getfixturevalue(variant).template_file)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("variant", ["default_app", "connection_app"])
+@pytest.mark.parametrize("variant", ["default_app", "codecommit_app", "connection_app"])
 def test_state_machine_passes_asl_validator(
     variant: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
@@ -164,14 +170,53 @@ def test_state_machine_passes_asl_validator(
 # ------------------------------------------------------------------ app content
 
 
-def test_default_app_builds_pushes_to_its_codecommit_repository(default_app: Synthesized) -> None:
+def test_default_app_builds_every_archive_uploaded_to_its_bucket(default_app: Synthesized) -> None:
+    # It needs nothing an account may lack (docs/aws-assumptions.md#codecommit-status).
     resources = default_app.template["Resources"]
+    types = [r["Type"] for r in resources.values()]
+    assert "AWS::CodeCommit::Repository" not in types
+    (bucket_id,) = [
+        lid
+        for lid, r in resources.items()
+        if lid.startswith("HelloSources") and r["Type"] == "AWS::S3::Bucket"
+    ]
+    bucket = resources[bucket_id]
+    assert bucket["Type"] == "AWS::S3::Bucket"
+    assert bucket["DeletionPolicy"] == bucket["UpdateReplacePolicy"] == "Retain"
+    assert bucket["Properties"]["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert bucket["Properties"]["LoggingConfiguration"]["LogFilePrefix"] == "hello-sources/"
+    (rule,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
+    assert rule["EventPattern"]["detail"] == {
+        "bucket": {"name": [{"Ref": bucket_id}]},
+        "object": {"key": [sample_app.ARCHIVE_KEY]},
+    }
+    upload = default_app.template["Outputs"]["UploadCommand"]["Value"]["Fn::Join"][1]
+    assert upload[0].startswith("(cd examples/hello && zip -qr - .) > hello.zip && aws s3 cp")
+    assert upload[1] == {"Ref": bucket_id}
+    assert upload[2] == f"/{sample_app.ARCHIVE_KEY}"
+
+
+def test_codecommit_app_retains_its_repository_and_builds_release_tags(
+    codecommit_app: Synthesized,
+) -> None:
+    resources = codecommit_app.template["Resources"]
     (repository,) = [r for r in resources.values() if r["Type"] == "AWS::CodeCommit::Repository"]
+    # The logical id the CodeCommit sample always had: a deployed stack keeps its repository.
+    assert resources["HelloSource2419C757"] is repository
     assert repository["Properties"]["RepositoryName"] == "hello"
+    # The history outlives the stack, like the images.
+    assert repository["DeletionPolicy"] == repository["UpdateReplacePolicy"] == "Retain"
     # The repository starts with the hello service as its first commit.
     assert repository["Properties"]["Code"]["BranchName"] == "main"
-    rules = [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
-    assert {r["Properties"]["EventPattern"]["source"][0] for r in rules} == {"aws.codecommit"}
+    rules = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
+    assert {r["EventPattern"]["source"][0] for r in rules} == {"aws.codecommit"}
+    (tag_rule,) = [r for r in rules if r["EventPattern"]["detail"]["referenceType"] == ["tag"]]
+    assert tag_rule["EventPattern"]["detail"]["referenceName"] == [{"wildcard": "v*"}]
+
+
+def test_unknown_source_context_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"context source='svn' is not a source .* s3, codecommit"):
+        sample_app.create_app(outdir=str(tmp_path), context={"source": "svn"})
 
 
 def test_connection_app_uses_the_connection_and_the_emulated_platform(
@@ -214,12 +259,12 @@ def test_branch_context_reaches_trigger_defaults_and_command(connection_app: Syn
     assert command[-1].endswith('\\"branch\\":\\"develop\\"}"')
 
 
-def test_outputs_give_uri_arn_and_a_ready_start_command(default_app: Synthesized) -> None:
-    outputs = default_app.template["Outputs"]
+def test_outputs_give_uri_arn_and_a_ready_start_command(codecommit_app: Synthesized) -> None:
+    outputs = codecommit_app.template["Outputs"]
     assert {"RepositoryUri", "StateMachineArn", "StartExecutionCommand", "CloneUrl"} <= set(outputs)
     (state_machine,) = [
         logical_id
-        for logical_id, resource in default_app.template["Resources"].items()
+        for logical_id, resource in codecommit_app.template["Resources"].items()
         if resource["Type"] == "AWS::StepFunctions::StateMachine"
     ]
     assert outputs["StateMachineArn"]["Value"] == {"Ref": state_machine}
