@@ -22,6 +22,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 
 from constructs import Construct
+from manifest_stitcher.contract import MANIFEST_MEDIA_TYPES
 
 from .platform import Platform
 
@@ -159,13 +160,17 @@ class VulnerabilityGate(Construct):
 
     **Input** (the state's input, at ``images_path``, default ``$.build.images``): one
     ``{"digest": "sha256:..."}`` per platform, in the order of ``platforms`` (what the
-    builds' ``IMAGE_DIGEST`` exported variables give). These are platform images, never
-    attestation manifests, so every one of them has a scan.
+    builds' ``IMAGE_DIGEST`` exported variables give). A digest may name an image
+    manifest or a per-platform index (buildx with provenance or SBOM attestations): the
+    gate reads it (``ecr:BatchGetImage``) and scans the index's platform manifest, never
+    its attestation manifests, which ECR does not scan.
 
     **Output** (at ``result_path``, default ``$.scanGate``; the rest of the state is kept)::
 
         {"policy": "fail at CRITICAL or above",
-         "platforms": [{"platform": "linux/amd64", "digest": "sha256:...",
+         "platforms": [{"platform": "linux/amd64",
+                        "image": "sha256:...",   # the digest the build gave
+                        "digest": "sha256:...",  # the manifest whose scan was read
                         "outcome": "SCANNED", "status": "COMPLETE",
                         "counts": {"CRITICAL": 0, "HIGH": 2, "MEDIUM": 5, "LOW": 1,
                                    "INFORMATIONAL": 0, "UNDEFINED": 0},
@@ -205,7 +210,8 @@ class VulnerabilityGate(Construct):
         """Create the gate's states (no AWS resource besides the state machine's IAM).
 
         :param repository: the repository of the platform images; the gate may call
-            ``ecr:DescribeImageScanFindings`` on it and on nothing else.
+            ``ecr:BatchGetImage`` and ``ecr:DescribeImageScanFindings`` on it and on
+            nothing else.
         :param platforms: the platforms, in the order of the digests at ``images_path``.
         :param policy: Default: ``ScanGate.fail_at(Severity.CRITICAL)``.
         :param images_path: Default: ``$.build.images`` (the pipeline's build result).
@@ -273,7 +279,7 @@ class VulnerabilityGate(Construct):
                 "images": [
                     {
                         "platform": platform.name,
-                        "digest": sfn.JsonPath.string_at(f"{self._images_path}[{index}].digest"),
+                        "image": sfn.JsonPath.string_at(f"{self._images_path}[{index}].digest"),
                         "polls": 0,
                     }
                     for index, platform in enumerate(self.platforms)
@@ -372,8 +378,106 @@ class VulnerabilityGate(Construct):
         verdict.otherwise(passed)
         return judge.next(verdict)
 
+    def _platform_manifest(self, scan: sfn.IChainable) -> sfn.IChainable:
+        """States that find the digest to scan: the image itself, or the platform manifest
+        of a per-platform index (buildx pushes one with provenance and SBOM attestations,
+        and ECR scans the manifests in an index, never the index; the attestation
+        manifests, platform ``unknown/unknown``, are no images to scan).
+
+        Input ``{"platform", "image", "polls"}``; goes on to ``scan`` with ``digest`` added.
+        """
+        get = tasks.CallAwsService(
+            self,
+            "GetPlatformImage",
+            comment="The manifest the build pushed, to tell an image from an index",
+            service="ecr",
+            action="batchGetImage",
+            iam_action="ecr:BatchGetImage",
+            iam_resources=[self.repository.repository_arn],
+            parameters={
+                "RepositoryName": self.repository.repository_name,
+                "ImageIds": [{"ImageDigest": sfn.JsonPath.string_at("$.image")}],
+                # Every manifest type, or ECR may convert the manifest it returns.
+                "AcceptedMediaTypes": list(MANIFEST_MEDIA_TYPES),
+            },
+            result_path="$.got",
+        )
+        get.add_retry(
+            errors=list(TRANSIENT_ERRORS),
+            interval=Duration.seconds(2),
+            backoff_rate=2,
+            max_attempts=4,
+        )
+        keep = {
+            "platform": sfn.JsonPath.string_at("$.platform"),
+            "image": sfn.JsonPath.string_at("$.image"),
+            "polls": sfn.JsonPath.number_at("$.polls"),
+        }
+        parse = sfn.Pass(
+            self,
+            "ParseManifest",
+            parameters={
+                **keep,
+                "manifest": sfn.JsonPath.string_to_json(
+                    sfn.JsonPath.string_at("$.got.Images[0].ImageManifest")
+                ),
+            },
+        )
+        use_image = sfn.Pass(
+            self,
+            "ScanTheImage",
+            parameters={**keep, "digest": sfn.JsonPath.string_at("$.image")},
+        )
+        use_child = sfn.Pass(
+            self,
+            "ScanThePlatformManifest",
+            parameters={**keep, "digest": sfn.JsonPath.string_at("$.manifest.manifests[0].digest")},
+        )
+        not_found = self._outcome(
+            "ImageNotFound",
+            Outcome.SCAN_FAILED,
+            digest="$.image",
+            summary=sfn.JsonPath.format(
+                "{}: image {} not found {}",
+                sfn.JsonPath.string_at("$.platform"),
+                sfn.JsonPath.string_at("$.image"),
+                sfn.JsonPath.json_to_string(sfn.JsonPath.list_at("$.got.Failures")),
+            ),
+        )
+        no_child = self._outcome(
+            "NoPlatformManifest",
+            Outcome.SCAN_FAILED,
+            digest="$.image",
+            summary=sfn.JsonPath.format(
+                "{}: index {} holds no platform manifest to scan",
+                sfn.JsonPath.string_at("$.platform"),
+                sfn.JsonPath.string_at("$.image"),
+            ),
+        )
+        found = sfn.Choice(self, "ImageFound")
+        found.when(sfn.Condition.is_present("$.got.Images[0].ImageManifest"), parse)
+        found.otherwise(not_found)
+        # buildx lists an index's image manifests first and their attestation manifests
+        # (platform unknown/unknown) after them (docs/aws-assumptions.md#buildx-index-order).
+        is_index = sfn.Choice(self, "IsIndex")
+        is_index.when(
+            sfn.Condition.and_(
+                sfn.Condition.is_present("$.manifest.manifests[0].platform.os"),
+                sfn.Condition.not_(
+                    sfn.Condition.string_equals("$.manifest.manifests[0].platform.os", "unknown")
+                ),
+            ),
+            use_child,
+        )
+        is_index.when(sfn.Condition.is_present("$.manifest.manifests"), no_child)
+        is_index.otherwise(use_image)
+        parse.next(is_index)
+        use_image.next(scan)
+        use_child.next(scan)
+        return get.next(found)
+
     def _scan_one_image(self) -> sfn.IChainable:
-        """The states of one Map iteration; input ``{"platform", "digest", "polls"}``."""
+        """The states of one Map iteration; input ``{"platform", "image", "polls"}``."""
         describe = tasks.CallAwsService(
             self,
             "DescribeScanFindings",
@@ -411,6 +515,7 @@ class VulnerabilityGate(Construct):
             "CountPoll",
             parameters={
                 "platform": sfn.JsonPath.string_at("$.platform"),
+                "image": sfn.JsonPath.string_at("$.image"),
                 "digest": sfn.JsonPath.string_at("$.digest"),
                 "polls": sfn.JsonPath.math_add(sfn.JsonPath.number_at("$.polls"), 1),
             },
@@ -455,13 +560,15 @@ class VulnerabilityGate(Construct):
             polls_left,
         )
         scan_status.otherwise(unusable)
-        return describe.next(scan_status)
+        describe.next(scan_status)
+        return self._platform_manifest(describe)
 
     def _count_findings(self) -> sfn.IChainable:
         counts_path = "$.scan.ImageScanFindings.FindingSeverityCounts"
         zero = {severity.value: 0 for severity in Severity}
         keep = {
             "platform": sfn.JsonPath.string_at("$.platform"),
+            "image": sfn.JsonPath.string_at("$.image"),
             "digest": sfn.JsonPath.string_at("$.digest"),
         }
         # ECR leaves severities without findings out of the counts (and may leave the
@@ -539,11 +646,13 @@ class VulnerabilityGate(Construct):
         status: str | None = None,
         summary: str | None = None,
         finished: bool = False,
+        digest: str = "$.digest",
     ) -> sfn.Pass:
         """The end of one iteration: the platform's ``outcome`` and what led to it."""
         parameters: dict[str, Any] = {
             "platform": sfn.JsonPath.string_at("$.platform"),
-            "digest": sfn.JsonPath.string_at("$.digest"),
+            "image": sfn.JsonPath.string_at("$.image"),
+            "digest": sfn.JsonPath.string_at(digest),
             "outcome": outcome.value,
         }
         if finished:

@@ -35,7 +35,8 @@ function taskStates(states, out) {
 }
 
 function keyOf(input) {
-  const id = (input && (input.ImageId || input.SubjectId)) || {};
+  const ids = (input && input.ImageIds) || [];
+  const id = (input && (input.ImageId || input.SubjectId)) || ids[0] || {};
   return id.ImageDigest || '*';
 }
 

@@ -33,6 +33,7 @@ from ecr_multiarch.gates import (
     VulnerabilityGate,
 )
 from localrun import scanner
+from manifest_stitcher.contract import MANIFEST_MEDIA_TYPES, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST
 
 from . import local_sfn, sfn_script
 from .asl import all_states, resolve, state_machine_definitions
@@ -166,14 +167,70 @@ def scan(
     return {"result": scanner.to_step_functions(scanner.DESCRIBE_SCAN_FINDINGS, response)}
 
 
+def image(digest: str, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A ``batchGetImage`` task result for ``digest`` (an image manifest unless given)."""
+    body = manifest or {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": "sha256:" + "1" * 64, "size": 2},
+        "layers": [],
+    }
+    response = {
+        "images": [
+            {
+                "registryId": "123456789012",
+                "repositoryName": "images",
+                "imageId": {"imageDigest": digest},
+                "imageManifest": json.dumps(body),
+                "imageManifestMediaType": body["mediaType"],
+            }
+        ],
+        "failures": [],
+    }
+    _stubbed("batch_get_image", response)
+    return {"result": scanner.to_step_functions("BatchGetImage", response)}
+
+
+def index(*children: tuple[str, str]) -> dict[str, Any]:
+    """A per-platform index as buildx pushes it: children ``(digest, "os/arch")``."""
+    return {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": digest,
+                "size": 500,
+                "platform": dict(zip(("os", "architecture"), platform.split("/"), strict=True)),
+            }
+            for digest, platform in children
+        ],
+    }
+
+
 NOT_FOUND = {
     "error": "Ecr.ScanNotFoundException",
     "cause": "Image scan does not exist for the image with imageId ...",
 }
 
 
-def _run(synth: Synth, name: str, script: dict[str, list[Any]], tmp_path: Path) -> Any:
-    return sfn_script.run(synth.definition(name), INPUT, {"DescribeScanFindings": script}, tmp_path)
+def _run(
+    synth: Synth,
+    name: str,
+    script: dict[str, list[Any]],
+    tmp_path: Path,
+    images: dict[str, list[Any]] | None = None,
+) -> sfn_script.Execution:
+    """Run gate ``name``; every image is a plain image manifest unless ``images`` says."""
+    return sfn_script.run(
+        synth.definition(name),
+        INPUT,
+        {
+            "DescribeScanFindings": script,
+            "GetPlatformImage": images or {AMD64: [image(AMD64)], ARM64: [image(ARM64)]},
+        },
+        tmp_path,
+    )
 
 
 ZERO = {severity.value: 0 for severity in Severity}
@@ -182,7 +239,7 @@ ZERO = {severity.value: 0 for severity in Severity}
 # ------------------------------------------------------------------ structure
 
 
-def test_gate_may_read_scan_findings_of_its_repository_and_nothing_else(synth: Synth) -> None:
+def test_gate_may_read_manifests_and_scans_of_its_repository_and_nothing_else(synth: Synth) -> None:
     repository = synth.stack.get_logical_id(synth.repository.node.default_child)  # type: ignore[arg-type]
     policies = synth.template.find_resources("AWS::IAM::Policy")
     statements = [
@@ -191,16 +248,19 @@ def test_gate_may_read_scan_findings_of_its_repository_and_nothing_else(synth: S
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]
         if "ecr:" in json.dumps(statement["Action"])
     ]
-    # One statement per state machine that scans (three: fail at HIGH, report only, caught);
-    # the others are X-Ray and log delivery, which the state machines' logging needs.
+    # Per state machine that scans (three: fail at HIGH, report only, caught): read the
+    # manifest the build pushed, read its scan; the other statements are X-Ray and log
+    # delivery, which the state machines' logging needs.
+    on_repository = {"Fn::GetAtt": [repository, "Arn"]}
     assert (
         statements
         == [
+            {"Action": "ecr:BatchGetImage", "Effect": "Allow", "Resource": on_repository},
             {
                 "Action": "ecr:DescribeImageScanFindings",
                 "Effect": "Allow",
-                "Resource": {"Fn::GetAtt": [repository, "Arn"]},
-            }
+                "Resource": on_repository,
+            },
         ]
         * 3
     )
@@ -386,6 +446,7 @@ def test_gate_passes_and_leaves_every_platforms_counts(synth: Synth, tmp_path: P
     assert gate["platforms"] == [
         {
             "platform": "linux/amd64",
+            "image": AMD64,
             "digest": AMD64,
             "outcome": "SCANNED",
             "status": "COMPLETE",
@@ -397,6 +458,7 @@ def test_gate_passes_and_leaves_every_platforms_counts(synth: Synth, tmp_path: P
         },
         {
             "platform": "linux/arm64",
+            "image": ARM64,
             "digest": ARM64,
             "outcome": "SCANNED",
             "status": "COMPLETE",
@@ -577,3 +639,87 @@ def _iteration_states(definition: dict[str, Any]) -> dict[str, dict[str, Any]]:
     gate = definition["States"]["ScanGate"]
     branch = gate["Branches"][0]["States"]
     return branch["WaitForScans"]["ItemProcessor"]["States"]
+
+
+# ------------------------------------------------------------------ per-platform indexes
+
+CHILD = "sha256:" + "c" * 64
+ATTESTATION = "sha256:" + "e" * 64
+
+
+def test_a_per_platform_index_is_scanned_by_its_platform_manifest(
+    synth: Synth, tmp_path: Path
+) -> None:
+    """GIVEN amd64's build pushed an index (its image and a provenance attestation, as
+    buildx does) WHEN the gate runs THEN it reads the scan of the image inside."""
+    execution = _run(
+        synth,
+        "FailAtHigh",
+        {CHILD: [scan(CHILD, counts={"LOW": 1})], ARM64: [scan(ARM64)]},
+        tmp_path,
+        images={
+            AMD64: [image(AMD64, index((CHILD, "linux/amd64"), (ATTESTATION, "unknown/unknown")))],
+            ARM64: [image(ARM64)],
+        },
+    )
+    assert execution.status == "SUCCEEDED", execution.cause
+    amd64 = execution.output["scanGate"]["platforms"][0]
+    assert (amd64["image"], amd64["digest"], amd64["counts"]["LOW"]) == (AMD64, CHILD, 1)
+    assert execution.calls_to("DescribeScanFindings", ATTESTATION) == []
+    assert execution.calls_to("GetPlatformImage", AMD64) == [
+        {
+            "RepositoryName": synth.repository_name,
+            "ImageIds": [{"ImageDigest": AMD64}],
+            "AcceptedMediaTypes": list(MANIFEST_MEDIA_TYPES),
+        }
+    ]
+
+
+def test_the_manifest_request_fits_the_ecr_api(synth: Synth) -> None:
+    parameters = _iteration_states(synth.definition("FailAtHigh"))["GetPlatformImage"]
+    assert parameters["Resource"] == "arn:aws:states:::aws-sdk:ecr:batchGetImage"
+    concrete = {**parameters["Parameters"], "ImageIds": [{"ImageDigest": AMD64}]}
+    request = scanner.from_step_functions("BatchGetImage", concrete)
+    scanner.validate_request("BatchGetImage", request)
+    assert request["acceptedMediaTypes"] == list(MANIFEST_MEDIA_TYPES)
+
+
+def test_an_index_of_attestations_only_is_a_failed_scan(synth: Synth, tmp_path: Path) -> None:
+    execution = _run(
+        synth,
+        "FailAtHigh",
+        {ARM64: [scan(ARM64)]},
+        tmp_path,
+        images={
+            AMD64: [image(AMD64, index((ATTESTATION, "unknown/unknown")))],
+            ARM64: [image(ARM64)],
+        },
+    )
+    assert execution.error == GATE_ERROR
+    assert f"linux/amd64: index {AMD64} holds no platform manifest to scan" in (
+        execution.cause or ""
+    )
+
+
+def test_an_image_the_repository_does_not_hold_is_a_failed_scan(
+    synth: Synth, tmp_path: Path
+) -> None:
+    failure = {
+        "imageId": {"imageDigest": AMD64},
+        "failureCode": "ImageNotFound",
+        "failureReason": "Requested image not found",
+    }
+    _stubbed("batch_get_image", {"images": [], "failures": [failure]})
+    missing = {
+        "result": scanner.to_step_functions("BatchGetImage", {"images": [], "failures": [failure]})
+    }
+    execution = _run(
+        synth,
+        "FailAtHigh",
+        {ARM64: [scan(ARM64)]},
+        tmp_path,
+        images={AMD64: [missing], ARM64: [image(ARM64)]},
+    )
+    assert execution.error == GATE_ERROR
+    assert f"linux/amd64: image {AMD64} not found" in (execution.cause or "")
+    assert "ImageNotFound" in (execution.cause or "")
