@@ -48,7 +48,15 @@ node_modules/.installed: package.json package-lock.json
 	fi
 	touch $@
 
-setup: $(BIN)/.installed node_modules/.installed .system-packages ## install everything (venv, npm, Debian packages)
+# The local run's container engine (Debian 13's dockerd, containerd and buildx, Debian
+# 12's runc and qemu-user-static) and its base image stand-ins (Debian 13's Python for
+# amd64, arm64 and armhf): downloaded at the versions of tools/localrun/debian.lock and
+# unpacked into .engine/, nothing installed on the system.
+.engine/.installed: tools/localrun/debian.lock tools/localrun/debian.py $(BIN)/.installed
+	$(BIN)/python -m localrun.debian install
+	touch $@
+
+setup: $(BIN)/.installed node_modules/.installed .system-packages .engine/.installed ## install everything (venv, npm, Debian packages, the local engine)
 
 lint: setup ## ruff lint + format check
 	$(BIN)/ruff check .
@@ -76,4 +84,4 @@ wheel: setup ## build the wheel into dist/
 	$(BIN)/python -m build --wheel --no-isolation --outdir dist .
 
 clean: ## remove everything the targets made
-	rm -rf $(VENV) node_modules cdk.out dist build .system-packages .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) node_modules cdk.out dist build .system-packages .engine .mypy_cache .ruff_cache .pytest_cache *.egg-info

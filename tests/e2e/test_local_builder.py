@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from localrun.builder import BuildFailed, BuildspecError, LocalCodeBuild
+from localrun.engine import PrivateEngine
 from localrun.workflow import BuildProject
 
 
@@ -33,11 +34,13 @@ def project(phases: dict[str, Any], **env: Any) -> BuildProject:
 
 
 @pytest.fixture
-def codebuild(tmp_path: Path) -> LocalCodeBuild:
+def codebuild(tmp_path: Path, engine: PrivateEngine) -> LocalCodeBuild:
     source = tmp_path / "source"
     source.mkdir()
     (source / "file.txt").write_text("checked out")
-    return LocalCodeBuild(registry_host="127.0.0.1:1", source_dir=source, workdir=tmp_path / "cb")
+    return LocalCodeBuild(
+        registry_host="127.0.0.1:1", source_dir=source, workdir=tmp_path / "cb", engine=engine
+    )
 
 
 def phase_status(build: dict[str, Any]) -> dict[str, str]:

@@ -4,8 +4,10 @@ Each build gets a fresh copy of the source tree (what CodeBuild checks out),
 the project's environment variables from the template, the task's overrides
 and CodeBuild's own variables, and runs the buildspec phases the way CodeBuild
 does (commands of a phase stop at the first failure; a failed BUILD still runs
-POST_BUILD; shell state carries across phases). ``docker`` and ``aws`` on its
-PATH are the stand-ins of :mod:`localrun.shims`. The result has the
+POST_BUILD; shell state carries across phases). ``docker`` on its PATH is the
+real docker CLI with buildx, talking to the local run's engine
+(:mod:`localrun.engine`); only ``aws`` is a stand-in (:mod:`localrun.aws_cli`),
+because the AWS API has no local counterpart. The result has the
 shape Step Functions returns for ``codebuild:startBuild.sync``; a failed build
 raises :class:`BuildFailed`, whose cause is the build's JSON, as the service
 integration does.
@@ -14,9 +16,12 @@ integration does.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import itertools
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -25,16 +30,18 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from .shims import FAIL_ENV, PLATFORM_ENV, REGISTRY_ENV
+from .aws_cli import ACCOUNT_ENV, REGISTRY_ENV
 from .template import LocalEnvironment
 from .workflow import BuildProject
 
 TOOLS_DIR = Path(__file__).resolve().parents[1]
+LAMBDAS_DIR = TOOLS_DIR.parent / "lambdas"
 
 BASH = shutil.which("bash") or "/bin/bash"
 PHASES = ("INSTALL", "PRE_BUILD", "BUILD", "POST_BUILD")
@@ -51,14 +58,33 @@ _SUPPORTED_OVERRIDES = {
 _SKIPPED_DIRS = {".git", ".venv", "node_modules", "cdk.out", "__pycache__", ".mypy_cache"}
 
 
+class BuildEngine(Protocol):
+    """What a local build needs from the container engine."""
+
+    @property
+    def host(self) -> str:
+        """``DOCKER_HOST`` of the engine."""
+        ...
+
+    @property
+    def bin_dirs(self) -> Sequence[Path]:
+        """Folders holding the engine's docker CLI."""
+        ...
+
+    def write_cli_config(self, folder: Path) -> Path:
+        """A docker CLI configuration folder that finds buildx."""
+        ...
+
+
 @dataclass(frozen=True)
 class BuildFaults:
     """Faults injected into one platform's build (tests and demos of the failure paths)."""
 
     fail: str | None = None
-    """The build fails in ``docker buildx build`` with this message."""
+    """The build checks out a commit whose Dockerfile copies a file the commit lacks (named
+    after this message), so BuildKit fails the build."""
     produce_platform: str | None = None
-    """The image declares this platform instead of the one asked for."""
+    """The build's ``TARGET_PLATFORM`` is this platform instead (a misconfigured project)."""
 
 
 class BuildFailed(Exception):
@@ -155,11 +181,13 @@ class LocalCodeBuild:
         registry_host: str,
         source_dir: Path,
         workdir: Path,
+        engine: BuildEngine,
         env: LocalEnvironment | None = None,
     ) -> None:
         self.registry_host = registry_host
         self.source_dir = source_dir
         self.workdir = workdir
+        self.engine = engine
         self.env = env or LocalEnvironment()
         self._numbers = itertools.count(1)
         self._lock = threading.Lock()
@@ -171,18 +199,13 @@ class LocalCodeBuild:
     def _write_shims(self) -> None:
         self.shims_dir.mkdir(parents=True, exist_ok=True)
         python = shlex.quote(sys.executable)
-        # The tooling is not installed: the shims find it (and the test support) by path.
-        pythonpath = shlex.quote(os.pathsep.join([str(TOOLS_DIR), str(TOOLS_DIR.parent)]))
-        for tool in ("docker", "aws"):
-            path = self.shims_dir / tool
-            path.write_text(
-                f'#!/bin/sh\nPYTHONPATH={pythonpath} exec {python} -m localrun.shims {tool} "$@"\n'
-            )
-            path.chmod(0o755)
-        # CodeBuild images ship python3; the buildspec may use it (it does not use jq).
-        python3 = self.shims_dir / "python3"
-        python3.write_text(f'#!/bin/sh\nexec {python} "$@"\n')
-        python3.chmod(0o755)
+        # The tooling is not installed: the stand-in finds it (and the stitcher) by path.
+        pythonpath = shlex.quote(os.pathsep.join([str(TOOLS_DIR), str(LAMBDAS_DIR)]))
+        path = self.shims_dir / "aws"
+        path.write_text(
+            f'#!/bin/sh\nPYTHONPATH={pythonpath} exec {python} -m localrun.aws_cli "$@"\n'
+        )
+        path.chmod(0o755)
 
     def source_files(self, source_dir: Path) -> list[str]:
         """The files a checkout of ``source_dir`` holds (git's view in a git work tree)."""
@@ -208,6 +231,38 @@ class LocalCodeBuild:
             dirs[:] = [d for d in dirs if d not in _SKIPPED_DIRS]
             files += [str((Path(root) / n).relative_to(source_dir)) for n in names]
         return files
+
+    def put_archive(self, location: str, directory: Path) -> tuple[str, str]:
+        """Store a zip of ``directory`` (the files git would check out) as a new version of the
+        S3 object ``location`` (``bucket/key``), as an upload would; its (ETag, version id)."""
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name in sorted(self.source_files(directory)):
+                archive.write(directory / name, name)
+        data = buffer.getvalue()
+        # A single-part upload's ETag is the MD5 of the object (not a security use).
+        etag = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        version = uuid.uuid4().hex
+        folder = self.workdir / "s3" / location
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{version}.zip").write_bytes(data)
+        return etag, version
+
+    def _checkout_archive(self, project: BuildProject, version: str, target: Path) -> None:
+        """Unpack the object version a build of an S3-source project downloads."""
+        if not version:
+            raise BuildspecError(
+                f"project {project.name} has an S3 source; the build needs SourceVersion "
+                "(the object version id)"
+            )
+        path = self.workdir / "s3" / project.source_location / f"{version}.zip"
+        if not path.is_file():
+            raise BuildspecError(
+                f"s3://{project.source_location} has no version {version!r} in the local run "
+                "(put_archive stores one)"
+            )
+        with zipfile.ZipFile(path) as archive:
+            archive.extractall(target)
 
     def _checkout(self, source_dir: Path, target: Path) -> None:
         for name in self.source_files(source_dir):
@@ -237,7 +292,12 @@ class LocalCodeBuild:
         src = build_dir / "src"
         src.mkdir(parents=True)
         started = time.time()
-        self._checkout(project.source_dir or self.source_dir, src)
+        if project.source_type == "S3":
+            self._checkout_archive(project, str(parameters.get("SourceVersion") or ""), src)
+        else:
+            self._checkout(project.source_dir or self.source_dir, src)
+        if faults and faults.fail:
+            _break_dockerfiles(src, faults.fail)
         buildspec = project.buildspec
         if parameters.get("BuildspecOverride"):
             buildspec = json.loads(str(parameters["BuildspecOverride"]))
@@ -352,9 +412,15 @@ class LocalCodeBuild:
         e = self.env
         home = src.parent / "home"
         home.mkdir(exist_ok=True)
+        # CodeBuild's images have buildx installed for the docker CLI; here the CLI's own
+        # configuration names the engine's plugin folder.
+        self.engine.write_cli_config(home / ".docker")
         source_version = str(parameters.get("SourceVersion") or "")
         environment = {
-            "PATH": os.pathsep.join([str(self.shims_dir), "/usr/local/bin", "/usr/bin", "/bin"]),
+            "PATH": os.pathsep.join(
+                [str(self.shims_dir), *map(str, self.engine.bin_dirs), "/usr/bin", "/bin"]
+            ),
+            "DOCKER_HOST": self.engine.host,
             "HOME": str(home),
             "LANG": "C.UTF-8",
             "AWS_REGION": e.region,
@@ -366,19 +432,30 @@ class LocalCodeBuild:
             "CODEBUILD_BUILD_IMAGE": project.image,
             "CODEBUILD_SRC_DIR": str(src),
             "CODEBUILD_SOURCE_VERSION": source_version,
-            "CODEBUILD_RESOLVED_SOURCE_VERSION": source_version,
             "CODEBUILD_START_TIME": str(int(time.time() * 1000)),
             "CODEBUILD_PROJECT_NAME": project.name,
             REGISTRY_ENV: self.registry_host,
-            # The shims run the installed package; keep the interpreter's own import path.
+            ACCOUNT_ENV: e.account,
             "PYTHONDONTWRITEBYTECODE": "1",
         }
+        if project.source_type != "S3":
+            # A git source resolves to its commit; an S3 source leaves it unset
+            # (docs/aws-assumptions.md#codebuild-resolved-source-version).
+            environment["CODEBUILD_RESOLVED_SOURCE_VERSION"] = source_version
         environment.update(self._project_variables(project, parameters))
-        if faults and faults.fail:
-            environment[FAIL_ENV] = faults.fail
         if faults and faults.produce_platform:
-            environment[PLATFORM_ENV] = faults.produce_platform
+            environment["TARGET_PLATFORM"] = faults.produce_platform
         return environment
+
+
+def _break_dockerfiles(src: Path, message: str) -> None:
+    """Make every Dockerfile of the checkout copy a file the checkout lacks: BuildKit then
+    fails the build the way a broken commit fails it, with the message in the file name."""
+    missing = re.sub(r"[^A-Za-z0-9._-]+", "-", message).strip("-") or "fault"
+    for dockerfile in src.rglob("Dockerfile*"):
+        if dockerfile.is_file():
+            with dockerfile.open("a") as handle:
+                handle.write(f"\nCOPY {missing}.missing /\n")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

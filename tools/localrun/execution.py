@@ -5,12 +5,13 @@
 executions of the resolved definition with npm ``aws-local-stepfunctions``:
 
 - ``codebuild:startBuild.sync`` → :class:`~localrun.builder.LocalCodeBuild`
-  (the project's real buildspec, pushing to the local registry);
+  (the project's real buildspec, run by the real docker CLI and buildx on the
+  local engine, pushing to the local registry);
 - ``lambda:invoke`` / a function ARN → :class:`~localrun.function.LocalFunction`
   (the real handler from the template, the ``oci`` adapter on the local registry);
 - ``sns:publish`` and ``events:putEvents`` → recorded in ``published.json`` of the execution.
 
-Faults (:class:`Faults`) make one platform's build fail or declare another
+Faults (:class:`Faults`) make one platform's build fail or build another
 platform, or make the first stitch invocations raise a named error, so tests
 can drive every path of the definition.
 """
@@ -32,6 +33,7 @@ from types import TracebackType
 from typing import Any
 
 from .builder import BuildFailed, BuildFaults, BuildspecError, LocalCodeBuild
+from .engine import PrivateEngine
 from .function import FunctionError, LocalFunction
 from .registry import LocalRegistry
 from .workflow import PROJECT_ROOT, Workflow, node_bin, tool_environment
@@ -46,7 +48,7 @@ class Faults:
     fail_builds: Mapping[str, str] = field(default_factory=dict)
     """Platform name (e.g. ``linux/arm64``) → message its build fails with."""
     build_platform_as: Mapping[str, str] = field(default_factory=dict)
-    """Platform name → the platform its image declares instead."""
+    """Platform name → the platform its build builds instead."""
     stitch_errors: Sequence[str] = ()
     """Error names raised by the first stitch invocations, one per invocation, in order."""
 
@@ -267,6 +269,7 @@ class LocalWorkflowRun:
         workflow: Workflow,
         registry: LocalRegistry,
         *,
+        engine: PrivateEngine,
         source_dir: Path = PROJECT_ROOT,
         workdir: Path | None = None,
         project_dir: Path = PROJECT_ROOT,
@@ -282,10 +285,15 @@ class LocalWorkflowRun:
             workdir = Path(self._tmp.name)
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.engine = engine
+        # The builds push to the repository's ECR host; the engine sends it to this registry.
+        engine.route_ecr(registry.host)
+        engine.prepare(self.platforms)
         self.codebuild = LocalCodeBuild(
             registry_host=registry.host,
             source_dir=source_dir,
             workdir=workdir / "codebuild",
+            engine=engine,
             env=workflow.resolver.env,
         )
         self._functions: dict[str, LocalFunction] = {}
@@ -301,6 +309,41 @@ class LocalWorkflowRun:
         self._runners = 0
         self._count = 0
 
+    def upload_source(self, directory: Path) -> dict[str, str] | None:
+        """For a workflow whose builds download an S3 archive: upload a zip of ``directory`` as a
+        new version of that object (as the sample app's UploadCommand does) and return what the
+        S3 event puts into the execution input (``commit``: the ETag, ``sourceVersion``: the
+        version id). None when no build has an S3 source."""
+        locations = sorted(
+            {p.source_location for p in self.workflow.projects.values() if p.source_type == "S3"}
+        )
+        if not locations:
+            return None
+        uploaded = [self.codebuild.put_archive(location, directory) for location in locations]
+        etag, version = uploaded[0]
+        for location, (_, other) in zip(locations[1:], uploaded[1:], strict=True):
+            # One upload event starts one execution: every location must hold that version.
+            (self.codebuild.workdir / "s3" / location / f"{version}.zip").write_bytes(
+                (self.codebuild.workdir / "s3" / location / f"{other}.zip").read_bytes()
+            )
+        return {"commit": etag, "sourceVersion": version}
+
+    def invoked_functions(self) -> list[str]:
+        """The functions the definition's Task states invoke (not the stack's custom resources)."""
+        names = []
+        for state in self.workflow.task_states().values():
+            resource = str(state.get("Resource", ""))
+            if resource.startswith("arn:aws:states:::lambda:invoke"):
+                names.append(str((state.get("Parameters") or {}).get("FunctionName", "")))
+            elif resource.startswith("arn:aws:lambda:"):
+                names.append(resource)
+        return list(dict.fromkeys(n for n in names if n))
+
+    @property
+    def platforms(self) -> list[str]:
+        """The platforms the workflow builds, in the order of its projects."""
+        return [p.target_platform for p in self.workflow.projects.values()]
+
     @property
     def services_url(self) -> str:
         """Where the Node runner sends Task states."""
@@ -313,7 +356,7 @@ class LocalWorkflowRun:
         self._prestart = True
         if self._standby is None:
             self._standby = self._spawn_runner()
-        functions = [self.function(spec.arn) for spec in self.workflow.functions.values()]
+        functions = [self.function(name) for name in self.invoked_functions()]
         if wait:
             for function in functions:
                 function.wait_ready()

@@ -1,0 +1,261 @@
+"""Stand-ins for the sample's base image, made from Debian's own Python, for an offline engine.
+
+The sample's Dockerfile builds ``FROM public.ecr.aws/docker/library/python:3.13-alpine``,
+which CodeBuild pulls from ECR Public. The local run cannot reach ECR Public, so
+it puts an image of that exact name into its engine's image store before any
+build: one index with an image per platform, each a root file system unpacked
+from Debian 13's ``python3.13-minimal`` and ``libpython3.13-stdlib`` (and their
+dependency closure, see :mod:`localrun.debian`) for that architecture. The
+Python binaries are real: the arm64 and arm/v7 images run their own
+architecture's code (natively or through QEMU). BuildKit's ``docker`` driver
+takes a base image the engine already holds, so the Dockerfile stays the one
+CodeBuild builds and nothing is pulled.
+
+What the stand-in is not: Alpine (it is Debian's glibc Python, 3.13 as in the
+real base), and it has no shell or package manager (the sample's Dockerfile runs
+no commands).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from manifest_stitcher.contract import OCI_INDEX, OCI_MANIFEST
+
+from .debian import BASE_ARCHITECTURES, ENGINE_DIR
+
+BASE_IMAGE = "public.ecr.aws/docker/library/python:3.13-alpine"
+"""The base image of examples/hello/Dockerfile, which the stand-in replaces offline."""
+
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+STAND_IN_LABEL = "dev.ecr-multiarch.local-run.stand-in"
+
+_ENV = [
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG=C.UTF-8",
+]
+# What Debian's base-files (usr-merge) and the official image provide that a
+# package-only root file system lacks.
+_SYMLINKS = {
+    "bin": "usr/bin",
+    "sbin": "usr/sbin",
+    "lib": "usr/lib",
+    "lib64": "usr/lib64",
+    "usr/local/bin/python": "/usr/bin/python3.13",
+    "usr/local/bin/python3": "/usr/bin/python3.13",
+    "usr/bin/python3": "python3.13",
+}
+_DIRECTORIES = {"tmp": 0o1777, "usr/local/bin": 0o755, "root": 0o700, "etc": 0o755}
+_FILES = {
+    # Python's getpass and http.server look users up; the Dockerfile runs as 65534.
+    "etc/passwd": b"root:x:0:0:root:/root:/usr/sbin/nologin\n"
+    b"nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    "etc/group": b"root:x:0:\nnogroup:x:65534:\n",
+}
+
+
+class BaseImageError(RuntimeError):
+    """The stand-in cannot be made; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class _Blob:
+    media_type: str
+    data: bytes
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.data).hexdigest()
+
+    def descriptor(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": len(self.data),
+            **extra,
+        }
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _rootfs_layer(rootfs: Path) -> bytes:
+    """The root file system as one reproducible tar layer (sorted, owned by root, mtime 0)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+
+        def add(info: tarfile.TarInfo, data: bytes | None = None) -> None:
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+
+        written: set[str] = set()
+        for name, mode in sorted(_DIRECTORIES.items()):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, mode
+            add(info)
+            written.add(name)
+        for path in sorted(rootfs.rglob("*")):
+            name = path.relative_to(rootfs).as_posix()
+            if (
+                name in written
+                or name in _SYMLINKS
+                or name.startswith(("usr/share/doc/", "usr/share/man/"))
+            ):
+                continue
+            stat = path.lstat()
+            info = tarfile.TarInfo(name)
+            info.mode = stat.st_mode & 0o7777
+            if path.is_symlink():
+                info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+                add(info)
+            elif path.is_dir():
+                info.type = tarfile.DIRTYPE
+                add(info)
+            elif path.is_file():
+                data = path.read_bytes()
+                info.size = len(data)
+                add(info, data)
+            written.add(name)
+        for name, data in sorted(_FILES.items()):
+            info = tarfile.TarInfo(name)
+            info.mode, info.size = 0o644, len(data)
+            add(info, data)
+        for name, target in sorted(_SYMLINKS.items()):
+            if (rootfs / name).is_dir() and not (rootfs / name).is_symlink():
+                raise BaseImageError(f"{rootfs / name} is a folder; expected a merged /usr")
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            add(info)
+    return buffer.getvalue()
+
+
+def _platform(name: str) -> dict[str, str]:
+    parts = name.split("/")
+    platform = {"os": parts[0], "architecture": parts[1]}
+    if len(parts) == 3:
+        platform["variant"] = parts[2]
+    return platform
+
+
+def _image(platform: str, rootfs: Path) -> tuple[_Blob, list[_Blob]]:
+    if not (rootfs / "usr/bin/python3.13").exists():
+        raise BaseImageError(
+            f"{rootfs} holds no usr/bin/python3.13: run `make setup` "
+            "(python -m localrun.debian install) first"
+        )
+    layer = _Blob(OCI_LAYER_TAR, _rootfs_layer(rootfs))
+    config = _Blob(
+        OCI_CONFIG,
+        _canonical(
+            {
+                **_platform(platform),
+                "created": "1970-01-01T00:00:00Z",
+                "config": {
+                    "Env": _ENV,
+                    "Cmd": ["python3"],
+                    "Labels": {
+                        STAND_IN_LABEL: f"Debian 13 python3.13 for {platform}, "
+                        f"standing in offline for {BASE_IMAGE}"
+                    },
+                },
+                "rootfs": {
+                    "type": "layers",
+                    "diff_ids": [layer.digest],  # an uncompressed layer is its own diff
+                },
+                "history": [
+                    {
+                        "created": "1970-01-01T00:00:00Z",
+                        "created_by": "dpkg -x (ecr-multiarch local run)",
+                    }
+                ],
+            }
+        ),
+    )
+    manifest = _Blob(
+        OCI_MANIFEST,
+        _canonical(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "config": config.descriptor(),
+                "layers": [layer.descriptor()],
+            }
+        ),
+    )
+    return manifest, [config, layer]
+
+
+def write_archive(platforms: Sequence[str], target: Path, *, engine_dir: Path = ENGINE_DIR) -> Path:
+    """An OCI archive (``docker load`` reads it) with one index named :data:`BASE_IMAGE`."""
+    blobs: list[_Blob] = []
+    entries = []
+    for platform in platforms:
+        if platform not in BASE_ARCHITECTURES:
+            raise BaseImageError(
+                f"platform {platform!r}: the local base stand-in exists for "
+                f"{', '.join(BASE_ARCHITECTURES)}"
+            )
+        manifest, parts = _image(platform, engine_dir / f"base-{BASE_ARCHITECTURES[platform]}")
+        blobs += [manifest, *parts]
+        entries.append(manifest.descriptor(platform=_platform(platform)))
+    index = _Blob(
+        OCI_INDEX, _canonical({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})
+    )
+    blobs.append(index)
+    top = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            index.descriptor(
+                annotations={
+                    "io.containerd.image.name": BASE_IMAGE,
+                    "org.opencontainers.image.ref.name": BASE_IMAGE.rsplit(":", 1)[1],
+                }
+            )
+        ],
+    }
+    staging = target.with_name(target.name + ".new")
+    with tarfile.open(staging, mode="w") as tar:
+        _add_file(tar, "oci-layout", _canonical({"imageLayoutVersion": "1.0.0"}))
+        _add_file(tar, "index.json", _canonical(top))
+        for blob in _unique(blobs):
+            _add_file(tar, f"blobs/sha256/{blob.digest.split(':', 1)[1]}", blob.data)
+    staging.rename(target)
+    return target
+
+
+def _unique(blobs: Iterable[_Blob]) -> list[_Blob]:
+    return list({blob.digest: blob for blob in blobs}.values())
+
+
+def _add_file(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def archive(platforms: Sequence[str], *, engine_dir: Path = ENGINE_DIR) -> Path:
+    """The stand-in archive for ``platforms``, made once per set of pinned packages."""
+    ordered = sorted(set(platforms), key=list(BASE_ARCHITECTURES).index)
+    key = hashlib.sha256()
+    key.update(Path(__file__).read_bytes())
+    for platform in ordered:
+        pins = engine_dir / f"base-{BASE_ARCHITECTURES.get(platform, '?')}" / ".pins"
+        key.update(platform.encode() + (pins.read_bytes() if pins.exists() else b""))
+    target = engine_dir / "bases" / f"python-{key.hexdigest()[:16]}.tar"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_archive(ordered, target, engine_dir=engine_dir)
+    return target
