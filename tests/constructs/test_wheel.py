@@ -21,42 +21,8 @@ from . import local_sfn
 
 ROOT = Path(__file__).resolve().parents[2]
 
-CONSUMER_APP = '''
-"""A CDK app of someone who installed the ecr-multiarch wheel: every Source kind."""
-
-import json
-import sys
-
-import aws_cdk as cdk
-from aws_cdk import aws_codebuild as codebuild
-from aws_cdk import aws_codecommit as codecommit
-from aws_cdk import aws_s3 as s3
-
-import ecr_multiarch
-from ecr_multiarch import MultiArchImagePipeline, Platform, Source
-
-app = cdk.App(outdir="cdk.out")
-stack = cdk.Stack(app, "Consumer")
-code = codecommit.Repository(stack, "Code", repository_name="svc")
-bucket = s3.Bucket(stack, "Archives", versioned=True, event_bridge_enabled=True)
-arn = (
-    "arn:aws:codeconnections:us-east-1:123456789012:connection/"
-    "0a1b2c3d-aaaa-bbbb-cccc-0123456789ab"
-)
-sources = {
-    "FromCodeCommit": Source.code_commit(code),
-    "FromGitHub": Source.connection(arn, "octo", "svc"),
-    "FromArchive": Source.s3(bucket, "svc.zip"),
-    "ByHand": Source.manual(codebuild.Source.git_hub(owner="octo", repo="svc")),
-}
-emulated = [Platform.LINUX_AMD64, Platform.LINUX_ARM64, Platform.of("linux/arm/v7")]
-for name, source in sources.items():
-    # One pipeline with an emulated platform; the others build arm64 only (a faster synth).
-    platforms = emulated if name == "FromGitHub" else [Platform.LINUX_ARM64]
-    MultiArchImagePipeline(stack, name, source=source, platforms=platforms)
-app.synth()
-print(json.dumps({"ecr_multiarch": ecr_multiarch.__file__, "version": ecr_multiarch.__version__}))
-'''
+# The consumer app of test_consumer.py, run from the wheel with an explicit account and region.
+CONSUMER_APP = Path(__file__).with_name("consumer_app.py")
 
 
 def _run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -100,17 +66,25 @@ def test_installed_wheel_synthesizes_a_consumer_app(tmp_path: Path) -> None:
     # WHEN a consumer app in another folder synthesizes
     consumer = tmp_path / "consumer"
     consumer.mkdir()
-    (consumer / "app.py").write_text(CONSUMER_APP)
+    shutil.copy2(CONSUMER_APP, consumer / "app.py")
     env = {k: v for k, v in local_sfn.node_env().items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
     env |= {
         "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
         "CDK_DISABLE_CLI_TELEMETRY": "true",
     }
-    result = _run([str(python), "app.py"], cwd=consumer, env=env, timeout=600)
+    result = _run(
+        [str(python), "app.py", "cdk.out", "--account", "123456789012", "--region", "eu-west-1"],
+        cwd=consumer,
+        env=env,
+        timeout=600,
+    )
 
     # THEN the library came from the venv, not from this repository
     imported = json.loads(result.stdout.strip().splitlines()[-1])
     assert Path(imported["ecr_multiarch"]).is_relative_to(venv)
+    # AND cdk-nag's AwsSolutions checks found nothing the constructs did not acknowledge
+    assert imported["findings"] == []
+    assert imported["error"] == ""
     # AND every pipeline is there, the emulated platform included
     out = consumer / "cdk.out"
     template = json.loads((out / "Consumer.template.json").read_text())
@@ -121,7 +95,9 @@ def test_installed_wheel_synthesizes_a_consumer_app(tmp_path: Path) -> None:
     assert len(projects) == 3 + 1 + 1 + 1
     assert sum(p["Properties"]["Environment"]["Type"] == "ARM_CONTAINER" for p in projects) == 5
     assert sum(r["Type"] == "AWS::CodePipeline::Pipeline" for r in resources) == 1
+    # CodeCommit branch + tag rules, the archive's object rule
     assert sum(r["Type"] == "AWS::Events::Rule" for r in resources) == 3
+    assert ":logs:eu-west-1:123456789012:log-group:" in json.dumps(template)
     # AND the Lambda asset holds the stitcher package, found through the installed wheel
     functions = [
         r["Properties"]
