@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
-from manifest_stitcher.contract import Platform
+from localrun.registry import LocalRegistry
+from manifest_stitcher.contract import MANIFEST_MEDIA_TYPES, Platform
 from tests.support.images import Image
 
 TIMEOUT = 60
@@ -128,3 +130,17 @@ def buildah_stitch(
 def platforms_of(index_bytes: bytes) -> list[dict[str, Any]]:
     """The platform objects of an index's entries."""
     return [m.get("platform") for m in json.loads(index_bytes)["manifests"]]
+
+
+def tag_digests(registry: LocalRegistry, repository: str) -> dict[str, str]:
+    """Every tag of the repository and the digest it points at, read from the registry itself."""
+    session = requests.Session()
+    base = f"{registry.url}/v2/{repository}"
+    tags = session.get(f"{base}/tags/list", timeout=10).json().get("tags") or []
+    accept = ", ".join(MANIFEST_MEDIA_TYPES)
+    return {
+        tag: session.head(
+            f"{base}/manifests/{tag}", headers={"Accept": accept}, timeout=10
+        ).headers["Docker-Content-Digest"]
+        for tag in sorted(tags)
+    }

@@ -16,17 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import requests
 
 import manifest_stitcher.handler as handler
 from localrun.registry import LocalRegistry
 from manifest_stitcher.cli import main
-from manifest_stitcher.contract import OCI_INDEX, OCI_MANIFEST, Platform
+from manifest_stitcher.contract import OCI_INDEX, Platform
 from manifest_stitcher.errors import StitchError
 from tests.lambdas.ecr_stubs import load_handler
 from tests.support import faultproxy
 from tests.support.faultproxy import Fault, FaultProxy
 from tests.support.images import Image, RegistryPusher, build_image
+
+from .clients import tag_digests
 
 TIMEOUT = 3.0
 SLACK = 2.0
@@ -57,20 +58,6 @@ def pushed(pusher: RegistryPusher, repository: str) -> Pushed:
 def proxy(registry: LocalRegistry) -> Iterator[FaultProxy]:
     with faultproxy.serve(FaultProxy(upstream=registry.url)) as running:
         yield running
-
-
-def tag_digests(registry: LocalRegistry, repository: str) -> dict[str, str]:
-    """Every tag of the repository and the digest it points at, read past the proxy."""
-    session = requests.Session()
-    base = f"{registry.url}/v2/{repository}"
-    tags = session.get(f"{base}/tags/list", timeout=10).json().get("tags") or []
-    accept = ", ".join([OCI_INDEX, OCI_MANIFEST])
-    return {
-        tag: session.head(
-            f"{base}/manifests/{tag}", headers={"Accept": accept}, timeout=10
-        ).headers["Docker-Content-Digest"]
-        for tag in sorted(tags)
-    }
 
 
 def stitch_cli(

@@ -287,3 +287,99 @@ class RegistryPusher:
             return []
         response.raise_for_status()
         return sorted(response.json().get("tags") or [])
+
+
+def raw_index(entries: Sequence[Mapping[str, Any]], *, media_type: str = OCI_INDEX) -> Image:
+    """An index with exactly these entries, however wrong they are."""
+    body = {"schemaVersion": 2, "mediaType": media_type, "manifests": [dict(e) for e in entries]}
+    return Image(Blob(media_type, canonical_json(body)))
+
+
+def helm_chart(name: str = "chart") -> Image:
+    """An OCI artifact (a Helm chart): an OCI manifest whose config is no image config."""
+    config = Blob("application/vnd.cncf.helm.config.v1+json", canonical_json({"name": name}))
+    chart = Blob(
+        "application/vnd.cncf.helm.chart.content.v1.tar+gzip", gzip.compress(b"c", mtime=0)
+    )
+    body = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config.descriptor(),
+        "layers": [chart.descriptor()],
+    }
+    return Image(Blob(OCI_MANIFEST, canonical_json(body)), (config, chart))
+
+
+@dataclass(frozen=True)
+class HostileIndex:
+    """A child index that lies about its entries, and what the stitch must answer."""
+
+    name: str
+    index: Image
+    referenced: tuple[Image, ...]
+    """Manifests the entries point at, to push by digest (indexes after their children)."""
+    error: str | None
+    """The error name the stitch must fail with; None when it must succeed."""
+    named: str
+    """Text the error message (or, on success, a warning) must contain."""
+
+
+def hostile_indexes(salt: str = "") -> list[HostileIndex]:
+    """One hostile child index per rule that an entry of a child index must pass."""
+    amd = build_image({"amd": salt.encode()}, Platform("linux", "amd64"))
+    arm = build_image({"arm": salt.encode()}, Platform("linux", "arm64", "v8"))
+    never_pushed = build_image({"gone": salt.encode()}, Platform("linux", "s390x"))
+    inner, inner_children = build_index([arm], attestations=False)
+    chart = helm_chart(salt or "chart")
+    arm64 = {"architecture": "arm64", "os": "linux", "variant": "v8"}
+    unknown = {"architecture": "unknown", "os": "unknown"}
+    attestation_of_arm = {
+        "vnd.docker.reference.digest": arm.digest,
+        "vnd.docker.reference.type": "attestation-manifest",
+    }
+    good_amd = amd.manifest.descriptor(platform={"architecture": "amd64", "os": "linux"})
+    upper = "sha256:" + arm.digest.removeprefix("sha256:").upper()
+
+    def case(
+        name: str, entry: Mapping[str, Any], referenced: Sequence[Image], error: str | None,
+        named: str, *, with_arm: bool = False,
+    ) -> HostileIndex:  # fmt: skip
+        entries = [good_amd, *([arm.manifest.descriptor(platform=arm64)] if with_arm else [])]
+        pushed = (amd, *([arm] if with_arm else []), *referenced)
+        return HostileIndex(name, raw_index([*entries, entry]), pushed, error, named)
+
+    not_an_image = "UnsupportedMediaType"
+    return [
+        case("image-entry-whose-bytes-are-an-index",
+             inner.manifest.descriptor(mediaType=OCI_MANIFEST, platform=arm64),
+             [*inner_children, inner], not_an_image, f"but the bytes are {OCI_INDEX}"),
+        case("helm-chart-listed-as-linux-arm64", chart.manifest.descriptor(platform=arm64),
+             [chart], not_an_image, "is an artifact, not an image"),
+        case("size-7-for-a-bigger-manifest", {**arm.manifest.descriptor(platform=arm64), "size": 7},
+             [arm], not_an_image, f"size 7 but the manifest is {arm.manifest.size} bytes"),
+        case("docker-media-type-for-oci-bytes",
+             arm.manifest.descriptor(mediaType=DOCKER_MANIFEST, platform=arm64), [arm],
+             not_an_image, f"but the bytes are {OCI_MANIFEST}"),
+        case("uppercase-hex-digest", {**arm.manifest.descriptor(platform=arm64), "digest": upper},
+             [arm], not_an_image, "is not 'sha256:' followed by 64 lowercase hex"),
+        case("sha512-digest",
+             {**arm.manifest.descriptor(platform=arm64), "digest": "sha512:" + "a" * 128},
+             [arm], not_an_image, "is not 'sha256:' followed by 64 lowercase hex"),
+        case("nested-index-entry", inner.manifest.descriptor(platform=arm64),
+             [*inner_children, inner], not_an_image, "a nested index"),
+        case("artifact-type-on-an-entry",
+             arm.manifest.descriptor(platform=arm64, artifactType="application/vnd.example"),
+             [arm], not_an_image, "artifactType 'application/vnd.example'"),
+        case("attestation-whose-bytes-are-an-index",
+             inner.manifest.descriptor(mediaType=OCI_MANIFEST, platform=unknown,
+                                       annotations=attestation_of_arm),
+             [*inner_children, inner], not_an_image, f"but the bytes are {OCI_INDEX}",
+             with_arm=True),
+        case("entry-not-in-the-repository", never_pushed.manifest.descriptor(
+                 platform={"architecture": "s390x", "os": "linux"}),
+             [], "ImageNotFound", never_pushed.digest),
+        case("entry-of-an-unknown-media-type",
+             {"mediaType": "application/vnd.example.thing.v1+json", "digest": chart.digest,
+              "size": chart.manifest.size, "platform": arm64},
+             [], None, "application/vnd.example.thing.v1+json"),
+    ]  # fmt: skip
