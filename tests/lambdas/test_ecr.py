@@ -6,6 +6,7 @@ import json
 import logging
 import socket
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,10 +14,12 @@ from typing import Any, ClassVar
 
 import botocore.session
 import pytest
+from botocore.config import Config
 from botocore.stub import ANY, Stubber
 
 from manifest_stitcher.contract import (
     DOCKER_MANIFEST_LIST,
+    MAX_CONFIG_BYTES,
     OCI_INDEX,
     ImageRef,
     Platform,
@@ -29,11 +32,13 @@ from manifest_stitcher.errors import (
     InvalidStitchRequest,
     PlatformConflict,
     RegistryUnavailable,
+    StitchError,
     TagImmutable,
     UnsupportedMediaType,
 )
 from manifest_stitcher.request import parse_request
 from manifest_stitcher.stitch import stitch, write_tags
+from manifest_stitcher.transport import Deadline
 from tests.support.images import Image, build_image, build_index
 
 from .ecr_stubs import (
@@ -882,3 +887,102 @@ def test_nothing_is_written_when_a_config_is_missing_or_corrupt(
             stitch(request, EcrRegistry("hello", client=client))
         stub.assert_no_pending_responses()
     assert "PutImage" not in calls
+
+
+# ------------------------------------------------------------------ the deadline
+
+
+class _SilentEcr(BaseHTTPRequestHandler):
+    """An ECR JSON endpoint that reads each request and never answers."""
+
+    requests: ClassVar[list[str]] = []
+    release = threading.Event()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).requests.append(self.headers["X-Amz-Target"])
+        type(self).release.wait(30)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def test_botocore_retries_stop_at_the_stitchs_deadline() -> None:
+    # GIVEN an ECR endpoint that never answers, a client whose attempts time out after
+    # 0.5 s and that would make 6 of them with back-off, and a deadline of 2 s
+    _SilentEcr.requests, _SilentEcr.release = [], threading.Event()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SilentEcr)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        client = botocore.session.get_session().create_client(
+            "ecr",
+            region_name="eu-west-1",
+            endpoint_url=f"http://127.0.0.1:{server.server_address[1]}",
+            aws_access_key_id="AKIDEXAMPLE",
+            aws_secret_access_key="secret",
+            config=DEFAULT_CONFIG.merge(
+                Config(read_timeout=0.5, retries={"mode": "standard", "total_max_attempts": 20})
+            ),
+        )
+        registry = EcrRegistry("hello", client=client, deadline=Deadline(2, what="test"))
+        started = time.monotonic()
+        # WHEN the children are read
+        with pytest.raises(RegistryUnavailable, match=r"deadline of 2 s \(test\) passed during"):
+            registry.get_manifests([ImageRef(digest=AMD64.digest)])
+        # THEN it fails by name at the deadline (one attempt's read time-out past it at most),
+        # long before botocore's 20 attempts were used up
+        assert time.monotonic() - started < 2 + 0.5 + 2
+        assert 1 < len(_SilentEcr.requests) < 20
+    finally:
+        _SilentEcr.release.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_config_download_that_trickles_past_the_deadline_is_registry_unavailable(
+    client: Any, stubber: Stubber
+) -> None:
+    config = AMD64.blobs[0]
+    slow = BlobServer(delay=10)
+    slow.add(config)
+    with slow.running():
+        stubber.add_response(
+            "get_download_url_for_layer",
+            {"downloadUrl": slow.url(config.digest), "layerDigest": config.digest},
+            {"repositoryName": "hello", "layerDigest": config.digest},
+        )
+        started = time.monotonic()
+        registry = EcrRegistry("hello", client=client, deadline=Deadline(1))
+        with pytest.raises(RegistryUnavailable, match=f"download of config blob {config.digest}"):
+            registry.get_blobs([config.digest])
+        assert time.monotonic() - started < 1 + 2
+
+
+def test_an_oversized_config_download_is_refused_at_the_cap(
+    client: Any, stubber: Stubber, blobs: BlobServer
+) -> None:
+    digest = "sha256:" + "e" * 64
+    blobs.blobs[digest] = b"x" * (MAX_CONFIG_BYTES + 1)
+    stubber.add_response(
+        "get_download_url_for_layer",
+        {"downloadUrl": blobs.url(digest), "layerDigest": digest},
+        {"repositoryName": "hello", "layerDigest": digest},
+    )
+    with pytest.raises(UnsupportedMediaType, match="refused without reading it"):
+        EcrRegistry("hello", client=client).get_blobs([digest])
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [("AccessDeniedException", "RegistryAccessDenied"), ("KmsException", "RegistryUnavailable"),
+     ("ThrottlingException", "RegistryUnavailable")],
+)  # fmt: skip
+def test_ecr_api_errors_have_the_contracts_names(
+    client: Any, stubber: Stubber, code: str, error: str
+) -> None:
+    stubber.add_client_error("batch_get_image", code, f"{code} from ECR")
+    with pytest.raises(StitchError) as raised:
+        EcrRegistry("hello", client=client).get_manifests([ImageRef(digest=AMD64.digest)])
+    assert raised.value.error_name == error
