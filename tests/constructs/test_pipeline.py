@@ -715,6 +715,7 @@ def test_importing_the_package_loads_no_cdk_or_boto3() -> None:
         "Platform",
         "PlatformBuild",
         "Source",
+        "SourceConfig",
         "__version__",
     ]
 
