@@ -706,12 +706,17 @@ def _validate(
     for name, path in (("images_path", images_path), ("result_path", result_path)):
         if not isinstance(path, str) or not path.startswith("$."):
             problems.append(f"{name} {path!r} is not a JSONPath; expected e.g. '$.build.images'")
-    problems += _timing_problems(max_wait, poll_interval)
+    problems += timing_problems(max_wait, poll_interval)
     if problems:
         raise ValueError("Invalid VulnerabilityGate: " + "; ".join(problems))
 
 
-def _timing_problems(max_wait: Any, poll_interval: Any) -> list[str]:
+def timing_problems(max_wait: Any, poll_interval: Any) -> list[str]:
+    """What is wrong with a bounded polling loop's ``max_wait`` and ``poll_interval``.
+
+    The number of polls is fixed at synth time, so both must be literal whole seconds
+    with ``1 s <= poll_interval <= max_wait <= 6 hours``.
+    """
     for name, duration in (("max_wait", max_wait), ("poll_interval", poll_interval)):
         if not isinstance(duration, Duration):
             return [f"{name} {duration!r} is not a Duration"]
