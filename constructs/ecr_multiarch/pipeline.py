@@ -28,7 +28,7 @@ from .nag import acknowledge, acknowledge_resource
 from .platform import Platform
 from .repository import CACHE_TAG_PREFIX, MultiArchRepository
 from .source import Source, SourceConfig
-from .stitcher import ManifestStitcher, stitch_error_names
+from .stitcher import ManifestStitcher, powertools_layer_problems, stitch_error_names
 
 __all__ = ["EVENT_DETAIL_TYPE", "EVENT_SOURCE", "STITCH_ERRORS", "MultiArchImagePipeline"]
 
@@ -137,7 +137,6 @@ class MultiArchImagePipeline(Construct):
             China and GovCloud partitions). Default: the public layer of the Powertools release
             the project tests with, resolved at deploy time from its SSM parameter.
         """
-        super().__init__(scope, id)
         platforms = tuple(platforms)
         extra_tags = tuple(extra_tags)
         source_branch = source.default_branch if isinstance(source, Source) else ""
@@ -151,7 +150,12 @@ class MultiArchImagePipeline(Construct):
             timeout=timeout,
             repository=repository,
             repository_name=repository_name,
+            layer_problems=(
+                powertools_layer_problems(scope) if stitcher_powertools_layer is None else []
+            ),
         )
+        # Validated before the construct joins the tree, so a bad call leaves nothing behind.
+        super().__init__(scope, id)
         self.source = source
         """The source the builds check out."""
         self.platforms: tuple[Platform, ...] = platforms
@@ -644,8 +648,9 @@ def _validate(
     timeout: Duration | None,
     repository: ecr.IRepository | None,
     repository_name: str | None = None,
+    layer_problems: Sequence[str] = (),
 ) -> None:
-    problems: list[str] = []
+    problems: list[str] = [*layer_problems]
     if repository is not None and repository_name is not None:
         problems.append(
             f"repository_name {repository_name!r} names a new repository, but repository "

@@ -172,7 +172,7 @@ class ManifestStitcher(Construct):
                 f"log_level {log_level!r} must be DEBUG, INFO, WARNING, ERROR or CRITICAL"
             )
         if powertools_layer is None:
-            problems += _layer_problems(scope, powertools_version)
+            problems += powertools_layer_problems(scope, powertools_version)
         if problems:
             raise ValueError("ManifestStitcher: " + "; ".join(problems))
         # Validated before the construct joins the tree, so a bad call leaves nothing behind.
@@ -307,7 +307,8 @@ def stitch_error_names() -> list[str]:
     return [error.__name__ for error in stitch_errors.ERRORS]
 
 
-def _layer_problems(scope: Construct, version: Any) -> list[str]:
+def powertools_layer_problems(scope: Construct, version: Any = POWERTOOLS_VERSION) -> list[str]:
+    """Why the public Powertools layer of ``version`` cannot serve a function in ``scope``."""
     problems: list[str] = []
     if not isinstance(version, str) or not _RELEASE.match(version):
         problems.append(

@@ -16,6 +16,7 @@ from aws_cdk import aws_codecommit as codecommit
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from aws_cdk.assertions import Annotations, Match, Template
 
@@ -362,6 +363,25 @@ def test_on_image_published_returns_a_rule_for_this_pipeline(synth: Synth) -> No
     assert entry["DetailType"] == properties["EventPattern"]["detail-type"][0]
 
 
+def test_china_stacks_pass_the_stitcher_its_powertools_layer() -> None:
+    # docs/aws-assumptions.md#powertools-layer-ssm: no public SSM parameter in aws-cn.
+    stack = cdk.Stack(cdk.App(), "China", env=cdk.Environment(region="cn-north-1"))
+    source = Source.manual(codebuild.Source.git_hub(owner="octo", repo="hello"))
+    with pytest.raises(ValueError, match="no SSM parameter for its layer in cn-north-1"):
+        MultiArchImagePipeline(stack, "Refused", source=source)
+    assert stack.node.try_find_child("Refused") is None
+    layer = lambda_.LayerVersion.from_layer_version_arn(
+        stack,
+        "Powertools",
+        "arn:aws-cn:lambda:cn-north-1:498634801083:layer:"
+        "AWSLambdaPowertoolsPythonV3-python313-arm64:20",
+    )
+    pipeline = MultiArchImagePipeline(
+        stack, "Hello", source=source, stitcher_powertools_layer=layer
+    )
+    assert pipeline.stitcher.powertools_layer is layer
+
+
 def test_default_timeout_outlasts_an_emulated_build() -> None:
     # An emulated build may run for 3 hours: the execution must not time out before it.
     stack = cdk.Stack(cdk.App(), "EmulatedTimeout")
@@ -645,9 +665,18 @@ def test_invalid_props_are_rejected(kwargs: dict[str, Any], message: str) -> Non
         _pipeline(**kwargs)
 
 
-def test_every_problem_is_reported_at_once() -> None:
+def test_every_problem_is_reported_at_once_and_nothing_is_left_behind() -> None:
+    stack = cdk.Stack(cdk.App(), "Validation")
     with pytest.raises(ValueError, match="Invalid MultiArchImagePipeline") as raised:
-        _pipeline(platforms=[Platform.LINUX_ARM_V7], commit_length=3, extra_tags=["latest"])
+        MultiArchImagePipeline(
+            stack,
+            "Pipeline",
+            source=Source.manual(),
+            platforms=[Platform.LINUX_ARM_V7],
+            commit_length=3,
+            extra_tags=["latest"],
+        )
+    assert stack.node.try_find_child("Pipeline") is None
     text = str(raised.value)
     assert "linux/arm/v7 is emulated" in text
     assert "commit_length 3" in text
