@@ -31,6 +31,7 @@ __all__ = [
     "SCAN_DONE_STATUSES",
     "SCAN_PENDING_STATUSES",
     "Outcome",
+    "RegistryScanning",
     "ScanGate",
     "Severity",
     "VulnerabilityGate",
@@ -354,6 +355,7 @@ class VulnerabilityGate(Construct):
             Outcome.SCAN_FAILED: "a platform image has no usable scan",
             Outcome.SCAN_TIMED_OUT: (
                 f"a scan did not finish within {self.max_polls * self._poll_seconds} seconds"
+                " (does the repository scan on push, or a registry scanning rule match it?)"
             ),
         }
         summaries = "; ".join("{}" for _ in self.platforms)
@@ -667,6 +669,69 @@ class VulnerabilityGate(Construct):
         if summary is not None:
             parameters["summary"] = summary
         return sfn.Pass(self, id, parameters=parameters)
+
+
+class RegistryScanning(Construct):
+    """The registry's scanning configuration, scanning ``repositories`` on push (opt-in).
+
+    AWS deprecates the repository-level scan on push setting
+    (``PutImageScanningConfiguration``) in favour of this registry-level configuration,
+    which also chooses basic or enhanced (Amazon Inspector) scanning
+    (docs/aws-assumptions.md#ecr-registry-scanning). It belongs to the registry: one per
+    account and region, and deploying it replaces the registry's rules for every
+    repository (repositories no rule matches are then scanned only on request). That is
+    why ``MultiArchImagePipeline`` does not create it: a team whose registry scanning is
+    managed elsewhere keeps it, and the pipeline's new repository scans on push with its
+    own setting, which ECR still honours. Create one where this stack owns the registry.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        repositories: Sequence[ecr.IRepository],
+        enhanced: bool = False,
+        continuous: bool = False,
+    ) -> None:
+        """Create the registry scanning configuration.
+
+        :param repositories: the repositories scanned on push (their names as filters).
+        :param enhanced: Amazon Inspector scanning (OS and language packages; priced per
+            image scan). Default: False (basic scanning, no charge).
+        :param continuous: with ``enhanced``, rescan when new vulnerabilities are published,
+            not just on push. Default: False.
+        """
+        super().__init__(scope, id)
+        repositories = tuple(repositories)
+        problems: list[str] = []
+        if not repositories:
+            problems.append("repositories is empty; expected the repositories to scan")
+        if continuous and not enhanced:
+            problems.append(
+                "continuous scanning needs enhanced=True (basic scanning scans on push only)"
+            )
+        if problems:
+            raise ValueError("Invalid RegistryScanning: " + "; ".join(problems))
+        self.enhanced = enhanced
+        """Whether the registry uses enhanced (Amazon Inspector) scanning."""
+        self.resource = ecr.CfnRegistryScanningConfiguration(
+            self,
+            "Resource",
+            scan_type="ENHANCED" if enhanced else "BASIC",
+            rules=[
+                ecr.CfnRegistryScanningConfiguration.ScanningRuleProperty(
+                    scan_frequency="CONTINUOUS_SCAN" if continuous else "SCAN_ON_PUSH",
+                    repository_filters=[
+                        ecr.CfnRegistryScanningConfiguration.RepositoryFilterProperty(
+                            filter=repository.repository_name, filter_type="WILDCARD"
+                        )
+                        for repository in repositories
+                    ],
+                )
+            ],
+        )
+        """The ``AWS::ECR::RegistryScanningConfiguration`` resource."""
 
 
 def _sum(paths: Sequence[str]) -> Any:

@@ -28,6 +28,7 @@ from ecr_multiarch.gates import (
     GATE_ERROR,
     SCAN_DONE_STATUSES,
     Outcome,
+    RegistryScanning,
     ScanGate,
     Severity,
     VulnerabilityGate,
@@ -523,7 +524,8 @@ def test_scan_not_finished_in_time_fails_the_gate_after_max_wait(
     assert execution.status == "FAILED"
     assert execution.error == GATE_ERROR
     assert execution.cause == (
-        f"a scan did not finish within {MAX_WAIT_SECONDS} seconds (fail at HIGH or above); "
+        f"a scan did not finish within {MAX_WAIT_SECONDS} seconds (does the repository scan "
+        "on push, or a registry scanning rule match it?) (fail at HIGH or above); "
         f"linux/amd64: no finished scan after {MAX_WAIT_SECONDS} seconds; "
         "linux/arm64: CRITICAL 0, HIGH 0, MEDIUM 0, LOW 0, INFORMATIONAL 0, UNDEFINED 0"
     )
@@ -723,3 +725,74 @@ def test_an_image_the_repository_does_not_hold_is_a_failed_scan(
     assert execution.error == GATE_ERROR
     assert f"linux/amd64: image {AMD64} not found" in (execution.cause or "")
     assert "ImageNotFound" in (execution.cause or "")
+
+
+# ------------------------------------------------------------------ registry scanning
+
+
+def test_registry_scanning_scans_the_repositories_on_push() -> None:
+    # docs/aws-assumptions.md#ecr-registry-scanning
+    stack = cdk.Stack(cdk.App(), "Registry")
+    repository = ecr.Repository(stack, "Repo")
+    RegistryScanning(stack, "Scanning", repositories=[repository])
+    Template.from_stack(stack).has_resource_properties(
+        "AWS::ECR::RegistryScanningConfiguration",
+        {
+            "ScanType": "BASIC",
+            "Rules": [
+                {
+                    "ScanFrequency": "SCAN_ON_PUSH",
+                    "RepositoryFilters": [
+                        {
+                            "Filter": {"Ref": stack.get_logical_id(repository.node.default_child)},  # type: ignore[arg-type]
+                            "FilterType": "WILDCARD",
+                        }
+                    ],
+                }
+            ],
+        },
+    )
+
+
+def test_enhanced_continuous_registry_scanning() -> None:
+    stack = cdk.Stack(cdk.App(), "Enhanced")
+    RegistryScanning(
+        stack,
+        "Scanning",
+        repositories=[ecr.Repository(stack, "Repo")],
+        enhanced=True,
+        continuous=True,
+    )
+    template = Template.from_stack(stack)
+    ((resource,),) = [
+        list(template.find_resources("AWS::ECR::RegistryScanningConfiguration").values())
+    ]
+    assert resource["Properties"]["ScanType"] == "ENHANCED"
+    assert resource["Properties"]["Rules"][0]["ScanFrequency"] == "CONTINUOUS_SCAN"
+    # The same configuration, as the API's PutRegistryScanningConfiguration request.
+    scanner.validate_request(
+        "PutRegistryScanningConfiguration",
+        {
+            "scanType": "ENHANCED",
+            "rules": [
+                {
+                    "scanFrequency": "CONTINUOUS_SCAN",
+                    "repositoryFilters": [{"filter": "hello", "filterType": "WILDCARD"}],
+                }
+            ],
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"repositories": []}, r"repositories is empty"),
+        ({"continuous": True}, r"continuous scanning needs enhanced=True"),
+    ],
+)
+def test_invalid_registry_scanning_is_rejected(kwargs: dict[str, Any], message: str) -> None:
+    stack = cdk.Stack(cdk.App(), "Invalid")
+    props: dict[str, Any] = {"repositories": [ecr.Repository(stack, "Repo")], **kwargs}
+    with pytest.raises(ValueError, match=message):
+        RegistryScanning(stack, "Scanning", **props)
