@@ -1,7 +1,8 @@
 """Lambda entry point ``manifest_stitcher.handler.lambda_handler``: validate, stitch, report.
 
 The handler is thin on purpose: the event is validated at the edge with the
-Powertools parser (so a bad event fails before any registry call), the stitch
+contract's own validator (``request.parse_request``, the same as the command
+line's, so a bad event fails before any registry call), the stitch
 itself is ``stitch.stitch``, and the registry adapter is chosen once per cold
 start from the environment:
 
@@ -32,13 +33,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.parser import parse
-from pydantic import ValidationError
 
 from .core import ATTESTATION_MANIFEST, REFERENCE_TYPE
 from .ecr import DEFAULT_CONFIG, EcrRegistry
-from .errors import InvalidStitchRequest, StitchError
-from .request import StitchRequest, describe_validation_error
+from .errors import StitchError
+from .request import StitchRequest, parse_request
 from .stitch import StitchResult, stitch
 from .transport import Deadline
 
@@ -107,18 +106,8 @@ def ecr_client() -> ECRClient:
 
 
 def parse_event(event: Any) -> StitchRequest:
-    """Validate the event with the Powertools parser; ``InvalidStitchRequest`` names every field."""
-    if not isinstance(event, Mapping):
-        raise InvalidStitchRequest(
-            f"invalid stitch request: event: expected a JSON object, "
-            f"got {type(event).__name__} {event!r:.80}"
-        )
-    try:
-        return parse(event=dict(event), model=StitchRequest)
-    except ValidationError as e:
-        raise InvalidStitchRequest(
-            f"invalid stitch request: {describe_validation_error(e)}"
-        ) from None
+    """Validate the event at the edge; ``InvalidStitchRequest`` names every bad field."""
+    return parse_request(event)
 
 
 def deadline_for(context: Any) -> Deadline:

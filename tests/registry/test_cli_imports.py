@@ -1,4 +1,4 @@
-"""The command line starts light: no boto3 unless an ECR registry is used."""
+"""The command line starts light: --help loads nothing heavy, and a stitch only what it uses."""
 
 from __future__ import annotations
 
@@ -21,9 +21,25 @@ def _modules_after(code: str) -> set[str]:
     return set(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def test_importing_the_cli_loads_neither_boto3_nor_requests_nor_the_cdk() -> None:
+HEAVY = {"boto3", "botocore", "requests", "pydantic", "urllib3", "aws_cdk", "oras"}
+
+
+def test_importing_the_cli_loads_nothing_heavy() -> None:
     loaded = _modules_after("import manifest_stitcher.cli")
-    assert not {"boto3", "botocore", "requests", "pydantic", "aws_cdk"} & loaded
+    assert not HEAVY & loaded
+
+
+def test_help_loads_nothing_heavy() -> None:
+    loaded = _modules_after(
+        """
+        import contextlib, io
+        from manifest_stitcher.cli import main
+        for args in (["--help"], ["stitch", "--help"], ["inspect", "--help"]):
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+                main(args)
+        """
+    )
+    assert not HEAVY & loaded
 
 
 def test_a_stitch_against_an_oci_registry_never_loads_boto3(
@@ -41,4 +57,4 @@ def test_a_stitch_against_an_oci_registry_never_loads_boto3(
         """
     )
     assert "manifest_stitcher.oci" in loaded  # the stitch really ran
-    assert not {"boto3", "botocore"} & loaded
+    assert not {"boto3", "botocore", "requests", "pydantic", "oras"} & loaded
