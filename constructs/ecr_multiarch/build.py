@@ -1,4 +1,8 @@
-"""One CodeBuild project that builds and pushes the image of one platform with docker buildx."""
+"""One CodeBuild project that builds and pushes the image of one platform with docker buildx.
+
+docs/building.md describes the build: the builder (buildx's ``docker`` driver on the
+containerd image store), the registry cache and its pins, emulation, and the platform test.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import json
 import re
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 import aws_cdk as cdk
@@ -18,133 +24,232 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 
 from constructs import Construct
+from manifest_stitcher import grammar
 
-from .platform import Platform
+from .platform import DOCKER_COMPUTE_TYPES, Platform
 from .repository import CACHE_TAG_PREFIX
 
-EXPORTED_VARIABLES: tuple[str, ...] = ("IMAGE_DIGEST", "IMAGE_TAGS", "SOURCE_COMMIT", "IMAGE_TAG")
+EXPORTED_VARIABLES: tuple[str, ...] = (
+    "IMAGE_DIGEST",
+    "IMAGE_TAGS",
+    "SOURCE_COMMIT",
+    "IMAGE_TAG",
+    "CACHE_PINNED",
+)
 """CodeBuild exported variables of every build; a replacement buildspec must export the
 first three: ``IMAGE_DIGEST`` (the digest pushed to the repository, manifest or index),
-``IMAGE_TAGS`` (JSON array: the tags the stitched index gets) and ``SOURCE_COMMIT``."""
+``IMAGE_TAGS`` (JSON array: the tags the stitched index gets) and ``SOURCE_COMMIT``.
+``IMAGE_TAG`` is the per-platform tag, ``CACHE_PINNED`` ``true`` once the build cache
+manifest is pinned (``false`` when pinning failed, empty when nothing was built)."""
 
 REQUIRED_EXPORTS: tuple[str, ...] = EXPORTED_VARIABLES[:3]
 """The exported variables the workflow reads from a build."""
 
-DOCKER_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-"""The Docker / OCI tag grammar."""
-
 BUILD_ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+"""A ``--build-arg`` name (a Dockerfile ``ARG``)."""
 
-DEFAULT_BUILDKIT_IMAGE = "moby/buildkit:buildx-stable-1"
-"""The BuildKit image of the docker-container builder (buildx's own default)."""
+DOCKER_HUB_HOSTS: tuple[str, ...] = ("docker.io", "index.docker.io", "registry-1.docker.io")
+"""Registry hosts that are Docker Hub (so is a reference without a registry host)."""
 
-DEFAULT_BINFMT_IMAGE = "tonistiigi/binfmt:latest"
-"""The image that registers QEMU binfmt handlers (docker/setup-qemu-action's default)."""
+MIN_TIMEOUT = Duration.minutes(5)
+"""CodeBuild's shortest build timeout (``TimeoutInMinutes`` 5-2160)."""
+MAX_TIMEOUT = Duration.hours(36)
+"""CodeBuild's longest build timeout."""
 
-# Run by python3 in the build (no jq on purpose: the local workflow run executes these very
-# commands with shims for docker and aws). Reads the environment, prints `export` lines.
-#   tags      -> SOURCE_COMMIT, IMAGE_TAG (<commit>-<slug>), IMAGE_TAGS (JSON array)
-#   digest F  -> IMAGE_DIGEST from a buildx --metadata-file
-#   existing  -> IMAGE_DIGEST of the image `aws ecr batch-get-image` returned on stdin, if any
-#   manifest  -> CACHE_MANIFEST / CACHE_MEDIA_TYPE from `aws ecr batch-get-image` on stdin
-HELPER_SCRIPT = r"""
-import json, os, re, shlex, sys
-TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-SHA = re.compile(r"^[0-9a-fA-F]{7,64}$")
-env = os.environ
-def fail(msg):
-    sys.exit("error: " + msg)
-def out(**kw):
-    for k, v in kw.items():
-        print("export %s=%s" % (k, shlex.quote(v)))
-def tags():
-    resolved = env.get("CODEBUILD_RESOLVED_SOURCE_VERSION", "").strip()
-    commit = env.get("COMMIT_SHA", "").strip() or resolved
-    if not commit:
-        fail("no commit to build: COMMIT_SHA is empty and CodeBuild resolved no source version")
-    if SHA.match(resolved):
-        # A git source: tag with the commit CodeBuild checked out (a ref such as a branch
-        # name resolves to it), and refuse a checkout that is not the commit asked for.
-        if SHA.match(commit) and not resolved.lower().startswith(commit.lower()):
-            fail("checked out %s but COMMIT_SHA is %s" % (resolved, commit))
-        commit = resolved
-    commit = commit.lower() if SHA.match(commit) else commit
-    length = env.get("COMMIT_LENGTH", "7")
-    if not length.isdigit() or not 1 <= int(length) <= 64:
-        fail("COMMIT_LENGTH %r is not a number from 1 to 64" % length)
-    short = commit[: int(length)]
-    slug = env.get("PLATFORM_SLUG", "")
-    branch = re.sub(r"^refs/heads/", "", env.get("BRANCH", "").strip())
-    git_tag = re.sub(r"^refs/tags/", "", env.get("GIT_TAG", "").strip())
-    try:
-        extra = json.loads(env.get("EXTRA_TAGS") or "[]")
-    except ValueError:
-        fail("EXTRA_TAGS %r is not a JSON array of tags" % env.get("EXTRA_TAGS"))
-    if not isinstance(extra, list) or not all(isinstance(t, str) for t in extra):
-        fail("EXTRA_TAGS %r is not a JSON array of tags" % env.get("EXTRA_TAGS"))
-    wanted = [("commit", short)]
-    if branch and branch == env.get("DEFAULT_BRANCH", "main"):
-        wanted.append(("default branch", "latest"))
-    if git_tag:
-        wanted.append(("git tag", git_tag))
-    wanted += [("extra tag", t) for t in extra]
-    wanted.append(("per-platform tag", short + "-" + slug))
-    bad = ["%s %r" % (what, t) for what, t in wanted if not TAG.match(t)]
-    if bad:
-        fail("not a valid image tag ([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}): " + ", ".join(bad))
-    final = list(dict.fromkeys(t for _, t in wanted[:-1]))
-    out(SOURCE_COMMIT=commit, COMMIT_TAG=short, IMAGE_TAG=wanted[-1][1],
-        IMAGE_TAGS=json.dumps(final))
-def digest(path):
-    with open(path) as f:
-        value = json.load(f).get("containerimage.digest", "")
-    if not re.match(r"^sha256:[0-9a-f]{64}$", value):
-        fail("no containerimage.digest in %s: %r" % (path, value))
-    out(IMAGE_DIGEST=value)
-def existing():
-    images = json.load(sys.stdin).get("images") or []
-    out(IMAGE_DIGEST=images[0]["imageId"]["imageDigest"] if images else "")
-def manifest():
-    images = json.load(sys.stdin).get("images") or []
-    if not images:
-        fail("no build cache manifest to pin")
-    out(CACHE_MANIFEST=images[0]["imageManifest"],
-        CACHE_MEDIA_TYPE=images[0].get("imageManifestMediaType", ""))
-command = sys.argv[1] if len(sys.argv) > 1 else ""
-if command == "tags":
-    tags()
-elif command == "digest":
-    digest(sys.argv[2])
-elif command == "existing":
-    existing()
-elif command == "manifest":
-    manifest()
-else:
-    fail("unknown command %r" % command)
-""".strip()
-
-_MANIFEST_TYPES = (
-    "application/vnd.oci.image.index.v1+json "
-    "application/vnd.docker.distribution.manifest.list.v2+json "
-    "application/vnd.oci.image.manifest.v1+json "
-    "application/vnd.docker.distribution.manifest.v2+json"
+_REFERENCE = re.compile(
+    r"^(?P<name>(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9._-]+(?:/[a-z0-9._-]+)*)"
+    rf"(?::(?P<tag>{grammar.TAG_PATTERN.strip('^$')}))?"
+    rf"@(?P<digest>{grammar.DIGEST_PATTERN.strip('^$')})$"
 )
+
+
+@dataclass(frozen=True)
+class HelperImage:
+    """An image the build runs besides its own: QEMU's installer, or a BuildKit daemon.
+
+    Always pinned by digest: a helper image runs privileged on the build host, so a tag that
+    someone moves must never change what runs there. Use :meth:`from_registry` for an image
+    the build pulls anonymously (ECR Public, say) and :meth:`from_ecr` for one in an ECR
+    repository you own (a mirror or a pull-through cache): the build role may then pull it,
+    and the build logs in to its registry.
+    """
+
+    reference: str
+    """``<registry>/<repository>[:<tag>]@sha256:<digest>`` (with tokens for ``from_ecr``)."""
+    repository: ecr.IRepository | None = None
+    """The ECR repository of the image (``from_ecr``), else None."""
+
+    @classmethod
+    def from_registry(cls, reference: str) -> HelperImage:
+        """An image pulled anonymously, e.g. ``public.ecr.aws/<repository>:<tag>@sha256:<hex>``.
+
+        Raises ValueError when ``reference`` is not pinned by digest.
+        """
+        problems = helper_image_problems("helper image", reference)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return cls(reference=reference)
+
+    @classmethod
+    def from_ecr(cls, repository: ecr.IRepository, digest: str) -> HelperImage:
+        """The image ``digest`` (``sha256:<hex>``) of an ECR ``repository``."""
+        if not Token.is_unresolved(digest) and not grammar.DIGEST.match(str(digest)):
+            raise ValueError(f"digest {digest!r} is not {grammar.DIGEST_EXPECTED}")
+        return cls(reference=f"{repository.repository_uri}@{digest}", repository=repository)
+
+    @property
+    def on_docker_hub(self) -> bool:
+        """Whether the image comes from Docker Hub, whose anonymous pulls are rate limited."""
+        if self.repository is not None or Token.is_unresolved(self.reference):
+            return False
+        first, _, rest = self.reference.partition("/")
+        named_host = bool(rest) and ("." in first or ":" in first or first == "localhost")
+        return not named_host or first in DOCKER_HUB_HOSTS
+
+
+def helper_image_problems(what: str, reference: Any) -> list[str]:
+    """What is wrong with a helper image reference (nothing for a token): it needs a digest."""
+    if isinstance(reference, str) and Token.is_unresolved(reference):
+        return []
+    if not isinstance(reference, str) or not _REFERENCE.match(reference):
+        return [
+            f"{what} {reference!r} must be pinned by digest:"
+            f" <registry>/<repository>[:<tag>]@sha256:<64 hex> (it runs privileged on the"
+            " build host, and a tag can be moved to other code)"
+        ]
+    return []
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlatformBuildOptions:
+    """How each platform's image is built: what to build, and the build's environment.
+
+    The props ``MultiArchImagePipeline`` and ``PlatformBuild`` share, as one value that is
+    checked once, when it is created: every problem in one ValueError naming each bad value
+    and what is allowed (tokens are not checked). The pipeline hands it to each platform's
+    ``PlatformBuild`` unchanged. docs/building.md describes the build these options shape.
+
+    :param dockerfile: path of the Dockerfile, relative to ``context``. Default: ``Dockerfile``.
+    :param context: build context directory, relative to the source root. Default: ``.``.
+    :param target: Dockerfile stage to build. Default: the last stage.
+    :param build_args: ``--build-arg`` values (visible in the project and, with provenance, in
+        the image's attestation; never put secrets here). Default: none.
+    :param provenance: push a buildx provenance attestation (``mode=min``: no build arg
+        values) with each image; the stitcher keeps it after its image. Default: True.
+    :param buildspec: a buildspec replacing the generated one. It must export
+        ``IMAGE_DIGEST``, ``IMAGE_TAGS`` and ``SOURCE_COMMIT`` (checked when it is inline).
+        Default: the generated buildspec.
+    :param timeout: each build's timeout, 5 minutes to 36 hours. Default: one hour for a
+        native platform, three hours for an emulated one.
+    :param compute_type: the compute type of every build. Default: each platform's own
+        (``MEDIUM`` for a native platform, ``LARGE`` for an emulated one).
+    :param binfmt_image: the image that registers QEMU for emulated platforms, run as
+        ``docker run --privileged --rm <image> --install <arch>`` (tonistiigi/binfmt's
+        interface; AWS republishes it as public.ecr.aws/eks-distro-build-tooling/binfmt-misc),
+        pinned by digest; a string is read as ``HelperImage.from_registry``. It runs only when
+        the build host has no QEMU handler for the platform yet. Default: none; an emulated
+        platform then needs a build image that registers QEMU itself.
+    :param buildkit_image: a BuildKit image (moby/buildkit, mirrored where you control it)
+        for a ``docker-container`` buildx builder, pinned by digest. Default: none; the build
+        uses buildx's ``docker`` driver on the build's own dockerd, switched to the
+        containerd image store, and needs no BuildKit image.
+    :param test_command: a bash command each build runs after its push, against the image it
+        pushed (``IMAGE_REF=<repository>@<digest>``, ``DOCKER_DEFAULT_PLATFORM`` set to the
+        platform, so ``docker run "$IMAGE_REF"`` runs that platform's image, under QEMU for an
+        emulated one). It runs on re-runs too; a failing test fails the build (nothing is
+        stitched) with the end of its output in the error. Default: no test.
+    """
+
+    dockerfile: str = "Dockerfile"
+    context: str = "."
+    target: str | None = None
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    provenance: bool = True
+    buildspec: codebuild.BuildSpec | None = None
+    timeout: Duration | None = None
+    compute_type: codebuild.ComputeType | None = None
+    binfmt_image: HelperImage | str | None = None
+    buildkit_image: HelperImage | str | None = None
+    test_command: str | None = None
+
+    def __post_init__(self) -> None:
+        """Copy the mapping, read image strings, raise once for every problem."""
+        object.__setattr__(self, "build_args", dict(self.build_args or {}))
+        problems = _option_problems(self)
+        if problems:
+            raise ValueError("PlatformBuildOptions: " + "; ".join(problems))
+        for name in ("binfmt_image", "buildkit_image"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, HelperImage(reference=value))
+
+    @property
+    def binfmt(self) -> HelperImage | None:
+        """``binfmt_image`` as a HelperImage, or None."""
+        return self.binfmt_image if isinstance(self.binfmt_image, HelperImage) else None
+
+    @property
+    def buildkit(self) -> HelperImage | None:
+        """``buildkit_image`` as a HelperImage, or None."""
+        return self.buildkit_image if isinstance(self.buildkit_image, HelperImage) else None
+
+    @property
+    def helper_images(self) -> tuple[HelperImage, ...]:
+        """Every helper image these options name."""
+        return tuple(image for image in (self.binfmt, self.buildkit) if image is not None)
+
+
+def _option_problems(options: PlatformBuildOptions) -> list[str]:
+    """Every problem with ``options``, each naming the bad value and what is allowed."""
+    problems = _check_sources(
+        options.dockerfile, options.context, options.target, options.build_args
+    )
+    for name in ("binfmt_image", "buildkit_image"):
+        value = getattr(options, name)
+        if value is not None and not isinstance(value, HelperImage):
+            problems.extend(helper_image_problems(name, value))
+    if options.compute_type is not None and options.compute_type not in DOCKER_COMPUTE_TYPES:
+        allowed = ", ".join(c.name for c in DOCKER_COMPUTE_TYPES)
+        name = str(getattr(options.compute_type, "name", options.compute_type))
+        problems.append(
+            f"compute type {name!s} cannot run Docker builds; expected one of {allowed}"
+        )
+    timeout = options.timeout
+    if timeout is not None and not timeout.is_unresolved():
+        minutes = timeout.to_minutes(integral=False)
+        if not MIN_TIMEOUT.to_minutes() <= minutes <= MAX_TIMEOUT.to_minutes():
+            problems.append(
+                f"timeout {timeout.to_human_string()} must be from 5 minutes to 36 hours"
+                " (CodeBuild's range)"
+            )
+    if not isinstance(options.provenance, bool):
+        problems.append(f"provenance {options.provenance!r} must be True or False")
+    command = options.test_command
+    if command is not None and not (isinstance(command, str) and command.strip()):
+        problems.append(f"test_command {command!r} must be a non-empty bash command")
+    if options.buildspec is not None and options.buildspec.is_immediate:
+        problems.extend(_check_buildspec(options.buildspec))
+    return problems
 
 
 class PlatformBuild(Construct):
     """A privileged CodeBuild project that builds one platform's image and pushes it to ECR.
 
-    Its buildspec logs in to ECR, creates a docker-container buildx builder (installing QEMU
-    first for emulated platforms), runs ``docker buildx build --platform $TARGET_PLATFORM
-    --push`` with the registry cache ``<repo>:buildcache-<slug>`` (``mode=max,
-    image-manifest=true,oci-mediatypes=true``), keeps provenance, tags the image
-    ``<commit>-<slug>``, and exports ``IMAGE_DIGEST``, ``IMAGE_TAGS``, ``SOURCE_COMMIT`` and
-    ``IMAGE_TAG``. When ``<commit>-<slug>`` is already in the repository (a re-run), it
-    exports that image's digest instead of rebuilding: the tag is immutable, and the index
-    stitched from it must stay the same. So it does when its push is refused because a
-    concurrent execution for the same commit (a branch and a tag push) pushed the tag first.
-    Use it alone (start builds with ``COMMIT_SHA``) or as a Step Functions task through
-    :meth:`task`.
+    Its buildspec logs in to ECR, switches the build's dockerd to the containerd image store
+    (buildx's ``docker`` driver then exports the registry cache and attestations and needs no
+    BuildKit image; ``buildkit_image`` selects a ``docker-container`` builder instead),
+    registers QEMU for an emulated platform, runs ``docker buildx build --platform
+    $TARGET_PLATFORM --push`` with the registry cache ``<repo>:buildcache-<slug>``
+    (``buildcache-<slug>-tag`` for git-tag builds, which only read the branch cache), keeps
+    provenance, tags the image ``<commit>-<slug>``, pins the cache manifest, runs the
+    ``test_command`` against the pushed image, and exports ``IMAGE_DIGEST``,
+    ``IMAGE_TAGS``, ``SOURCE_COMMIT``, ``IMAGE_TAG`` and ``CACHE_PINNED``. When
+    ``<commit>-<slug>`` is already in the repository (a re-run), it exports that image's
+    digest instead of rebuilding: the tag is immutable, and the index stitched from it must
+    stay the same. So it does when its push is refused because a concurrent execution for
+    the same commit (a branch and a tag push) pushed the tag first. Use it alone (start
+    builds with ``COMMIT_SHA``) or as a Step Functions task through :meth:`task`.
+    docs/building.md has the details.
     """
 
     def __init__(
@@ -154,92 +259,106 @@ class PlatformBuild(Construct):
         *,
         repository: ecr.IRepository,
         platform: Platform,
+        options: PlatformBuildOptions | None = None,
         source: codebuild.ISource | None = None,
-        dockerfile: str = "Dockerfile",
-        context: str = ".",
-        target: str | None = None,
-        build_args: Mapping[str, str] | None = None,
-        buildspec: codebuild.BuildSpec | None = None,
-        compute_type: codebuild.ComputeType | None = None,
         build_image: codebuild.IBuildImage | None = None,
         commit_length: int = 7,
         default_branch: str = "main",
         extra_tags: Sequence[str] = (),
-        provenance: bool = True,
-        buildkit_image: str = DEFAULT_BUILDKIT_IMAGE,
-        binfmt_image: str = DEFAULT_BINFMT_IMAGE,
-        timeout: Duration | None = None,
         encryption_key: kms.IKey | None = None,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_MONTH,
         project_name: str | None = None,
+        dockerfile: str | None = None,
+        context: str | None = None,
+        target: str | None = None,
+        build_args: Mapping[str, str] | None = None,
+        buildspec: codebuild.BuildSpec | None = None,
+        compute_type: codebuild.ComputeType | None = None,
+        provenance: bool | None = None,
+        binfmt_image: HelperImage | str | None = None,
+        buildkit_image: HelperImage | str | None = None,
+        timeout: Duration | None = None,
+        test_command: str | None = None,
     ) -> None:
         """Create the project.
 
         :param repository: the ECR repository images and the build cache are pushed to.
         :param platform: the platform to build (e.g. ``Platform.LINUX_ARM64``).
+        :param options: how the image is built (``PlatformBuildOptions``: Dockerfile, context,
+            build args, timeout, helper images, test...). Default: ``PlatformBuildOptions()``,
+            or one made of the separate props below, which exist for callers that predate
+            ``options`` (give one or the other).
         :param source: where the code comes from (CodeCommit, S3, a CodeConnections
             repository...). Default: no source; builds start in an empty directory, which only
             suits a replacement ``buildspec`` that fetches the code itself.
-        :param dockerfile: path of the Dockerfile, relative to ``context``. Default: ``Dockerfile``.
-        :param context: build context directory, relative to the source root. Default: ``.``.
-        :param target: Dockerfile stage to build. Default: the last stage.
-        :param build_args: ``--build-arg`` values (visible in the project and, with
-            provenance, in the image's attestation; never put secrets here). Default: none.
-        :param buildspec: a buildspec replacing ours. It must export ``IMAGE_DIGEST``,
-            ``IMAGE_TAGS`` and ``SOURCE_COMMIT`` (checked when the buildspec is inline).
-            Default: the buildspec described above.
-        :param compute_type: Default: the platform's compute type (MEDIUM native, LARGE
-            emulated).
         :param build_image: Default: the CodeBuild Amazon Linux standard image of the host
             (x86_64 standard 5.0 or aarch64 standard 3.0).
         :param commit_length: characters of the commit in tags (7-64). Default: 7.
         :param default_branch: builds of this branch also tag ``latest``. Default: ``main``.
         :param extra_tags: more tags for every stitched index. Default: none.
-        :param provenance: push buildx provenance attestations (the stitcher keeps them).
-            Default: True (``mode=min``: no build arg values).
-        :param buildkit_image: BuildKit image of the buildx builder; point it at a mirror in
-            ECR to avoid Docker Hub rate limits. Default: ``moby/buildkit:buildx-stable-1``.
-        :param binfmt_image: image that installs QEMU for emulated platforms.
-            Default: ``tonistiigi/binfmt:latest``.
-        :param timeout: Default: one hour (three for emulated platforms).
         :param encryption_key: KMS key for the build's artifacts and logs in S3/CodeBuild.
             Default: the AWS-managed CodeBuild key.
         :param log_retention: retention of the project's CloudWatch log group.
             Default: one month.
         :param project_name: Default: a name CloudFormation generates.
+        :param dockerfile: see ``PlatformBuildOptions`` (as are the props after it).
         """
-        chosen = platform.with_compute_type(compute_type) if compute_type else platform
+        legacy: dict[str, Any] = {
+            name: value
+            for name, value in {
+                "dockerfile": dockerfile,
+                "context": context,
+                "target": target,
+                "build_args": build_args,
+                "buildspec": buildspec,
+                "compute_type": compute_type,
+                "provenance": provenance,
+                "binfmt_image": binfmt_image,
+                "buildkit_image": buildkit_image,
+                "timeout": timeout,
+                "test_command": test_command,
+            }.items()
+            if value is not None
+        }
+        problems: list[str] = []
+        if options is not None and legacy:
+            problems.append(
+                "give options or the separate props, not both"
+                f" (got options and {', '.join(legacy)})"
+            )
+        elif options is None:
+            try:
+                options = PlatformBuildOptions(**legacy)
+            except ValueError as e:
+                problems.append(str(e).removeprefix("PlatformBuildOptions: "))
         extra = tuple(extra_tags)
-        _validate(
-            scope,
-            chosen,
-            dockerfile=dockerfile,
-            context=context,
-            target=target,
-            build_args=build_args or {},
-            buildspec=buildspec,
-            commit_length=commit_length,
-            default_branch=default_branch,
-            extra_tags=extra,
+        problems.extend(_tag_problems(commit_length, default_branch, extra))
+        if problems or options is None:
+            raise ValueError(f"PlatformBuild ({platform.name}): " + "; ".join(problems))
+        chosen = (
+            platform.with_compute_type(options.compute_type) if options.compute_type else platform
         )
         # Validated before the construct joins the tree, so a bad call leaves nothing behind.
         super().__init__(scope, id)
         self.platform: Platform = chosen
         """The platform this project builds, with its compute type."""
+        self.options: PlatformBuildOptions = options
+        """How the image is built."""
         self.repository: ecr.IRepository = repository
         """The repository the images and the build cache go to."""
         self.log_group: logs.LogGroup = logs.LogGroup(self, "Logs", retention=log_retention)
         """The project's CloudWatch log group."""
-        self.buildspec_replaced: bool = buildspec is not None
+        self.buildspec_replaced: bool = options.buildspec is not None
         """Whether a user buildspec replaces the default one."""
-        spec = buildspec or codebuild.BuildSpec.from_object(
+        spec = options.buildspec or codebuild.BuildSpec.from_object(
             default_build_spec(
-                dockerfile=dockerfile,
-                context=context,
-                target=target,
-                build_args=build_args or {},
+                dockerfile=options.dockerfile,
+                context=options.context,
+                target=options.target,
+                build_args=options.build_args,
             )
         )
+        binfmt, buildkit = options.binfmt, options.buildkit
         self.project: codebuild.Project = codebuild.Project(
             self,
             "Resource",
@@ -261,9 +380,11 @@ class PlatformBuild(Construct):
                     "IMAGE_REPO_URI": repository.repository_uri,
                     "IMAGE_REPO_NAME": repository.repository_name,
                     "QEMU_ARCH": chosen.qemu_arch or "",
-                    "BUILDKIT_IMAGE": buildkit_image,
-                    "BINFMT_IMAGE": binfmt_image,
-                    "PROVENANCE": "true" if provenance else "false",
+                    "BINFMT_IMAGE": binfmt.reference if binfmt and chosen.qemu_arch else "",
+                    "BUILDKIT_IMAGE": buildkit.reference if buildkit else "",
+                    "PROVENANCE": "true" if options.provenance else "false",
+                    "TEST_COMMAND": options.test_command or "",
+                    "CACHE_TAG_PREFIX": CACHE_TAG_PREFIX,
                     "COMMIT_LENGTH": str(commit_length),
                     "DEFAULT_BRANCH": default_branch,
                     "EXTRA_TAGS": json.dumps(list(extra)),
@@ -272,7 +393,7 @@ class PlatformBuild(Construct):
                     "GIT_TAG": "",
                 }.items()
             },
-            timeout=timeout or (Duration.hours(1) if chosen.native else Duration.hours(3)),
+            timeout=options.timeout or (Duration.hours(1) if chosen.native else Duration.hours(3)),
             encryption_key=encryption_key,
             # No test reports are produced, so no report group permissions are needed.
             grant_report_group_permissions=False,
@@ -284,6 +405,11 @@ class PlatformBuild(Construct):
         # Push the image, read it back on re-runs (BatchGetImage) and pin the build cache
         # (BatchGetImage + PutImage): exactly what pull/push grants, on this repository only.
         repository.grant_pull_push(self.project)
+        for image in options.helper_images:
+            if image.repository is not None:
+                image.repository.grant_pull(self.project)
+        self._warn(options, emulated_without_qemu=bool(chosen.qemu_arch) and binfmt is None
+                   and build_image is None)  # fmt: skip
         self._acknowledge_findings()
         if encryption_key is None:
             cdk.Validations.of(self.project).acknowledge(
@@ -294,12 +420,36 @@ class PlatformBuild(Construct):
                 )
             )
 
+    def _warn(self, options: PlatformBuildOptions, *, emulated_without_qemu: bool) -> None:
+        """Warn of settings that synthesize but fail or misbehave once the build runs."""
+        if emulated_without_qemu:
+            cdk.Annotations.of(self).add_warning_v2(
+                "ecr-multiarch:no-binfmt-image",
+                f"{self.platform.name} is emulated with QEMU, but no binfmt_image is given:"
+                " the standard CodeBuild image registers no QEMU handler, so the build fails"
+                " before it starts. Pass binfmt_image (pinned by digest; see"
+                " docs/building.md#emulated-platforms).",
+            )
+        for image in options.helper_images:
+            if image.on_docker_hub:
+                cdk.Annotations.of(self).add_warning_v2(
+                    "ecr-multiarch:docker-hub-helper-image",
+                    f"The helper image {image.reference} comes from Docker Hub, which limits"
+                    " anonymous pulls per IP address; CodeBuild hosts share addresses, so"
+                    " builds can fail with 'toomanyrequests'. Mirror it into ECR"
+                    " (HelperImage.from_ecr) or use ECR Public.",
+                )
+
     def _acknowledge_findings(self) -> None:
         """Acknowledge the cdk-nag findings inherent to a CodeBuild project that pushes to ECR."""
         stack = cdk.Stack.of(self)
         cfn = self.project.node.default_child
         # The policy refers to the project by Ref, which cdk-nag writes as <LogicalId>.
         name = f"<{stack.resolve(stack.get_logical_id(cfn))}>"  # type: ignore[arg-type]
+        # cdk-nag writes the region and account as the stack resolves them: literals in a
+        # stack with an explicit environment, pseudo parameters in an environment-agnostic one.
+        region = "<AWS::Region>" if Token.is_unresolved(stack.region) else stack.region
+        account = "<AWS::AccountId>" if Token.is_unresolved(stack.account) else stack.account
         role = self.project.role
         target = role if role is not None else self.project
         cdk.Validations.of(target).acknowledge(
@@ -311,8 +461,8 @@ class PlatformBuild(Construct):
         )
         cdk.Validations.of(target).acknowledge(
             cdk.Acknowledgment(
-                id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:<AWS::Region>:"
-                f"<AWS::AccountId>:log-group:/aws/codebuild/{name}:*]",
+                id=f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:{region}:"
+                f"{account}:log-group:/aws/codebuild/{name}:*]",
                 reason="CodeBuild's default log streams of this project only (their names are"
                 " build ids, unknown in advance).",
             )
@@ -387,6 +537,50 @@ def _value(text: str) -> str:
     return sfn.JsonPath.string_at(text) if text.startswith("$") else text
 
 
+_MANIFEST_TYPES = (
+    "application/vnd.oci.image.index.v1+json "
+    "application/vnd.docker.distribution.manifest.list.v2+json "
+    "application/vnd.oci.image.manifest.v1+json "
+    "application/vnd.docker.distribution.manifest.v2+json"
+)
+
+_HEREDOC_END = "ECR_MULTIARCH_SOURCE_END"
+
+CACHE_PIN_ATTEMPTS = 3
+"""Tries to pin the build cache manifest before the build gives up pinning it (and says so)."""
+
+
+def helper_sources() -> dict[str, str]:
+    """The buildspec helper and the grammar it imports: path in the build -> source text.
+
+    Read from the installed packages, so the build runs the very code the tests test.
+    """
+    return {
+        "manifest_stitcher/__init__.py": "",
+        "manifest_stitcher/grammar.py": resources.files("manifest_stitcher")
+        .joinpath("grammar.py")
+        .read_text(),
+        "buildspec_commands.py": resources.files("ecr_multiarch")
+        .joinpath("buildspec_commands.py")
+        .read_text(),
+    }
+
+
+def _write_helper_command() -> str:
+    """The first command: write the helper's files into a new directory, set ``HELPER``."""
+    lines = [
+        'HELPER_DIR="$(mktemp -d)"; mkdir -p "$HELPER_DIR/manifest_stitcher"',
+        'HELPER="$HELPER_DIR/buildspec_commands.py"',
+    ]
+    for path, text in helper_sources().items():
+        if any(line == _HEREDOC_END for line in text.splitlines()):
+            raise ValueError(f"{path} holds the line {_HEREDOC_END}, which ends its here-document")
+        lines.append(
+            f"cat > \"$HELPER_DIR/{path}\" <<'{_HEREDOC_END}'\n{text.rstrip()}\n{_HEREDOC_END}"
+        )
+    return "\n".join(lines)
+
+
 def default_build_spec(
     *,
     dockerfile: str = "Dockerfile",
@@ -395,8 +589,9 @@ def default_build_spec(
     build_args: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The buildspec of a PlatformBuild (bash, docker, aws and python3 only)."""
-    cache_ref = f'"$IMAGE_REPO_URI:{CACHE_TAG_PREFIX}$PLATFORM_SLUG"'
+    cache_ref = '"$IMAGE_REPO_URI:$CACHE_TAG"'
     build_flags = [
+        '--builder "$BUILDER"',
         "--platform",
         '"$TARGET_PLATFORM"',
         "--file",
@@ -409,6 +604,9 @@ def default_build_spec(
         ],
         "--cache-from",
         f"type=registry,ref={cache_ref}",
+        # A git-tag build also reads the default branch's cache (it never writes it).
+        '${CACHE_FROM_BRANCH_TAG:+--cache-from "type=registry,ref=$IMAGE_REPO_URI:'
+        '$CACHE_FROM_BRANCH_TAG"}',
         "--cache-to",
         f"type=registry,ref={cache_ref},mode=max,image-manifest=true,oci-mediatypes=true"
         ",ignore-error=true",
@@ -423,27 +621,31 @@ def default_build_spec(
         '--registry-id "$REGISTRY_ID" --region "$REGISTRY_REGION"'
         ' --repository-name "$IMAGE_REPO_NAME"'
     )
+    lookup = (
+        f'aws ecr batch-get-image {ecr_args} --image-ids imageTag="$IMAGE_TAG"'
+        f" --accepted-media-types {_MANIFEST_TYPES} --output json"
+    )
     return {
         "version": "0.2",
         "env": {"shell": "bash", "exported-variables": list(EXPORTED_VARIABLES)},
         "phases": {
             "pre_build": {
                 "commands": [
-                    'HELPER="$(mktemp -d)/ecr_multiarch_build.py"\n'
-                    f"cat > \"$HELPER\" <<'PY'\n{HELPER_SCRIPT}\nPY",
+                    _write_helper_command(),
                     'EXPORTS="$(python3 "$HELPER" tags)" || exit 1\neval "$EXPORTS"',
                     'echo "Building $TARGET_PLATFORM of $SOURCE_COMMIT as $IMAGE_TAG;'
-                    ' index tags: $IMAGE_TAGS"',
-                    'REGISTRY="${IMAGE_REPO_URI%%/*}"; REGISTRY_ID="${REGISTRY%%.*}";'
-                    ' REGISTRY_REGION="$(echo "$REGISTRY" | cut -d. -f4)";'
-                    ' METADATA_FILE="$(dirname "$HELPER")/metadata.json"',
-                    'aws ecr get-login-password --region "$REGISTRY_REGION"'
-                    ' | docker login --username AWS --password-stdin "$REGISTRY"',
+                    ' index tags: $IMAGE_TAGS; build cache: $CACHE_TAG"',
+                    'EXPORTS="$(python3 "$HELPER" registries "$IMAGE_REPO_URI" "$BINFMT_IMAGE"'
+                    ' "$BUILDKIT_IMAGE")" || exit 1\neval "$EXPORTS"\n'
+                    'METADATA_FILE="$HELPER_DIR/metadata.json"; CACHE_PINNED=""',
+                    # The image repository's registry, and those of helper images in ECR.
+                    "for LOGIN in $LOGINS; do\n"
+                    '  aws ecr get-login-password --region "${LOGIN#*=}"'
+                    ' | docker login --username AWS --password-stdin "${LOGIN%%=*}" || exit 1\n'
+                    "done",
                     # A re-run must not rebuild: the per-platform tag is immutable, and a new
                     # digest would change the index the commit tag already points at.
-                    f'if FOUND="$(aws ecr batch-get-image {ecr_args}'
-                    ' --image-ids imageTag="$IMAGE_TAG"'
-                    f' --accepted-media-types {_MANIFEST_TYPES} --output json)"; then\n'
+                    f'if FOUND="$({lookup})"; then\n'
                     '  EXPORTS="$(printf \'%s\' "$FOUND" | python3 "$HELPER" existing)"'
                     ' || exit 1; eval "$EXPORTS"\n'
                     "else\n"
@@ -457,13 +659,20 @@ def default_build_spec(
                     '  echo "$IMAGE_TAG is already in the repository as $IMAGE_DIGEST;'
                     ' not rebuilding"\n'
                     "else\n"
-                    '  if [ -n "$QEMU_ARCH" ]; then\n'
-                    '    docker run --privileged --rm "$BINFMT_IMAGE" --install "$QEMU_ARCH"'
-                    " || exit 1\n"
+                    # buildx's docker driver on the containerd image store needs no BuildKit
+                    # image; a docker-container builder is the opt-in alternative.
+                    '  if [ -n "$BUILDKIT_IMAGE" ]; then\n'
+                    "    docker buildx create --name ecr-multiarch --driver docker-container"
+                    ' --driver-opt image="$BUILDKIT_IMAGE" >/dev/null'
+                    " || docker buildx inspect ecr-multiarch >/dev/null || exit 1\n"
+                    "    BUILDER=ecr-multiarch\n"
+                    "  else\n"
+                    '    python3 "$HELPER" containerd-store || exit 1\n'
+                    "    BUILDER=default\n"
                     "  fi\n"
-                    "  docker buildx create --use --name ecr-multiarch --driver docker-container"
-                    ' --driver-opt image="$BUILDKIT_IMAGE" || docker buildx use ecr-multiarch'
-                    " || exit 1\n"
+                    '  if [ -n "$QEMU_ARCH" ]; then\n'
+                    '    python3 "$HELPER" qemu "$QEMU_ARCH" "$BINFMT_IMAGE" || exit 1\n'
+                    "  fi\n"
                     # The push fails when a concurrent execution for the same commit (a branch
                     # push and a tag push of one commit) pushed the immutable <commit>-<slug>
                     # tag first: then that image is used, as a re-run would use it.
@@ -471,77 +680,90 @@ def default_build_spec(
                     '    EXPORTS="$(python3 "$HELPER" digest "$METADATA_FILE")" || exit 1\n'
                     '    eval "$EXPORTS"\n'
                     "  else\n"
-                    f'    FOUND="$(aws ecr batch-get-image {ecr_args}'
-                    ' --image-ids imageTag="$IMAGE_TAG"'
-                    f' --accepted-media-types {_MANIFEST_TYPES} --output json)" || exit 1\n'
+                    f'    FOUND="$({lookup})" || exit 1\n'
                     '    EXPORTS="$(printf \'%s\' "$FOUND" | python3 "$HELPER" existing)"'
                     " || exit 1\n"
                     '    eval "$EXPORTS"\n'
                     '    [ -n "$IMAGE_DIGEST" ] || exit 1\n'
                     '    echo "$IMAGE_TAG was pushed meanwhile as $IMAGE_DIGEST;'
                     ' using that image"\n'
+                    "  fi\n" + _pin_cache_commands(ecr_args) + "fi",
+                    # Also on a re-run: a re-run of a build whose test failed tests again.
+                    'if [ -n "$TEST_COMMAND" ]; then\n'
+                    '  if [ -n "$QEMU_ARCH" ]; then\n'
+                    '    python3 "$HELPER" qemu "$QEMU_ARCH" "$BINFMT_IMAGE" || exit 1\n'
                     "  fi\n"
-                    # Pin the cache manifest with a tag of its own, so that it is never left
-                    # untagged when the next build moves buildcache-<slug>: the lifecycle rules
-                    # then expire it by tag, and no rule ever has to select untagged images.
-                    f'  if CACHE="$(aws ecr batch-get-image {ecr_args}'
-                    f' --image-ids imageTag="{CACHE_TAG_PREFIX}$PLATFORM_SLUG"'
-                    f' --accepted-media-types {_MANIFEST_TYPES} --output json)" &&'
-                    ' EXPORTS="$(printf \'%s\' "$CACHE" | python3 "$HELPER" manifest)" &&'
-                    ' eval "$EXPORTS" &&'
-                    f" aws ecr put-image {ecr_args}"
-                    f' --image-tag "{CACHE_TAG_PREFIX}$PLATFORM_SLUG-$COMMIT_TAG"'
-                    ' --image-manifest "$CACHE_MANIFEST"'
-                    ' --image-manifest-media-type "$CACHE_MEDIA_TYPE" >/dev/null; then\n'
-                    f'    echo "Pinned the build cache as {CACHE_TAG_PREFIX}$PLATFORM_SLUG-'
-                    '$COMMIT_TAG"\n'
-                    "  else\n"
-                    '    echo "warning: build cache not pinned; it stays untagged once replaced"\n'
-                    "  fi\n"
+                    '  IMAGE_REF="$IMAGE_REPO_URI@$IMAGE_DIGEST"'
+                    ' DOCKER_DEFAULT_PLATFORM="$TARGET_PLATFORM" python3 "$HELPER" test || exit 1\n'
                     "fi",
                     'echo "IMAGE_DIGEST=$IMAGE_DIGEST IMAGE_TAG=$IMAGE_TAG'
-                    ' IMAGE_TAGS=$IMAGE_TAGS SOURCE_COMMIT=$SOURCE_COMMIT"',
+                    " IMAGE_TAGS=$IMAGE_TAGS SOURCE_COMMIT=$SOURCE_COMMIT"
+                    ' CACHE_PINNED=$CACHE_PINNED"',
                 ]
             },
         },
     }
 
 
-def _validate(
-    scope: Construct,
-    platform: Platform,
-    *,
-    dockerfile: str,
-    context: str,
-    target: str | None,
-    build_args: Mapping[str, str],
-    buildspec: codebuild.BuildSpec | None,
-    commit_length: int,
-    default_branch: str,
-    extra_tags: tuple[str, ...],
-) -> None:
-    """Check every prop; raise one ValueError naming each bad value and what is allowed."""
+def _pin_cache_commands(ecr_args: str) -> str:
+    """Pin the cache manifest buildx just pushed with a tag of its own (inside the build block).
+
+    The moving cache tag leaves that manifest at the next build; its own tag keeps it
+    tagged, so the lifecycle rules expire it by tag and no rule ever selects untagged images.
+    The manifest goes to PutImage as a file (``file://``: one command-line argument is
+    limited to 128 KiB, and ``mode=max`` cache manifests grow). A failure is retried; one
+    that persists leaves the image build good and says so loudly (``CACHE_PINNED=false``).
+    """
+    answer = '"$HELPER_DIR/cache-answer.json"'
+    manifest = '"$HELPER_DIR/cache-manifest.json"'
+    error = '"$HELPER_DIR/cache-pin.err"'
+    return (
+        f"  CACHE_PINNED=false\n"
+        f"  for ATTEMPT in $(seq {CACHE_PIN_ATTEMPTS}); do\n"
+        f"    : > {error}\n"
+        f'    if aws ecr batch-get-image {ecr_args} --image-ids imageTag="$CACHE_TAG"'
+        f" --accepted-media-types {_MANIFEST_TYPES} --output json > {answer} &&\n"
+        f'      EXPORTS="$(python3 "$HELPER" cache-manifest {manifest} < {answer})" &&\n'
+        f'      eval "$EXPORTS" && {{ aws ecr put-image {ecr_args}'
+        f' --image-tag "$CACHE_PIN_TAG" --image-manifest file://{manifest}'
+        f' --image-manifest-media-type "$CACHE_MEDIA_TYPE" --image-digest "$CACHE_DIGEST"'
+        f" > /dev/null 2> {error} || grep -q ImageAlreadyExistsException {error}; }}; then\n"
+        f'      CACHE_PINNED=true; echo "Pinned the build cache $CACHE_DIGEST as $CACHE_PIN_TAG"\n'
+        f"      break\n"
+        f"    fi\n"
+        f"    cat {error} >&2 2>/dev/null\n"
+        f'    [ "$ATTEMPT" -lt {CACHE_PIN_ATTEMPTS} ]'
+        f" && sleep $((ATTEMPT * ${{CACHE_PIN_RETRY_SECONDS:-5}}))\n"
+        f"  done\n"
+        f'  if [ "$CACHE_PINNED" != true ]; then\n'
+        f'    echo "WARNING: the build cache manifest was not pinned as $CACHE_PIN_TAG after'
+        f" {CACHE_PIN_ATTEMPTS} attempts: the image build is good, but that cache manifest"
+        f" stays untagged (and never expires) once $CACHE_TAG moves"
+        f' (docs/building.md#cache-pins)"\n'
+        f"  fi\n"
+    )
+
+
+def _tag_problems(
+    commit_length: Any, default_branch: str, extra_tags: tuple[str, ...]
+) -> list[str]:
+    """Problems with the props that name the tags."""
     problems: list[str] = []
     if isinstance(commit_length, bool) or not isinstance(commit_length, int):
         problems.append(f"commit_length {commit_length!r} must be a whole number from 7 to 64")
     elif not 7 <= commit_length <= 64:
         problems.append(
-            f"commit_length {commit_length} must be from 7 to 64 (shorter prefixes collide)"
+            f"commit_length {commit_length} must be from 7 to 64 (shorter prefixes collide;"
+            f" {grammar.COMMIT_EXPECTED})"
         )
     for tag in extra_tags:
-        if not Token.is_unresolved(tag) and not DOCKER_TAG.match(tag):
-            problems.append(
-                f"extra tag {tag!r} is not a valid image tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})"
-            )
+        if not Token.is_unresolved(tag) and not grammar.TAG.match(tag):
+            problems.append(f"extra tag {tag!r} is not {grammar.TAG_EXPECTED}")
     if len(set(extra_tags)) != len(extra_tags):
         problems.append(f"extra_tags {list(extra_tags)} has duplicates")
     if not default_branch.strip():
         problems.append("default_branch must not be empty")
-    problems.extend(_check_sources(dockerfile, context, target, build_args))
-    if buildspec is not None and buildspec.is_immediate:
-        problems.extend(_check_buildspec(scope, buildspec))
-    if problems:
-        raise ValueError(f"PlatformBuild ({platform.name}): " + "; ".join(problems))
+    return problems
 
 
 def _check_sources(
@@ -560,9 +782,11 @@ def _check_sources(
     return problems
 
 
-def _check_buildspec(scope: Construct, buildspec: codebuild.BuildSpec) -> list[str]:
+def _check_buildspec(buildspec: codebuild.BuildSpec) -> list[str]:
     """An inline replacement buildspec must export the variables the workflow reads."""
-    text = cdk.Stack.of(scope).resolve(buildspec.to_build_spec(scope))
+    # Rendered in a stack of its own: the options belong to no construct tree.
+    stack = cdk.Stack(cdk.App(), "BuildspecCheck")
+    text = stack.resolve(buildspec.to_build_spec(stack))
     try:
         spec = json.loads(text) if isinstance(text, str) else None
     except ValueError:
