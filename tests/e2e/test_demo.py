@@ -18,6 +18,8 @@ from localrun.demo import stitch_result, verify_with_skopeo
 from localrun.execution import LocalWorkflowRun
 from localrun.workflow import Workflow
 
+HELLO = Path(__file__).resolve().parents[2] / "examples" / "hello"
+
 
 def demo(workflow: Workflow, *args: str) -> subprocess.Popen[str]:
     assembly = workflow.stack.template_path.parent
@@ -45,7 +47,18 @@ def test_the_demo_prints_the_table_checks_with_skopeo_and_times_the_workflow(
     # skopeo picked each platform's image out of the index: the same digests as the table.
     checked = re.findall(r"skopeo (linux/\S+)\s+→ (sha256:[0-9a-f]{64})\s+config \S+\s+ok", output)
     assert sorted(checked) == sorted(table)
-    assert re.search(r"workflow part: \d+\.\d\ds \(within the 15s budget\)", output)
+    # Each platform pulled the commit tag, ran it and named its own architecture.
+    answers = dict(re.findall(r'^\s+(linux/\S+)\s+\{"arch": "(\w+)".*\}\s+ok\s', output, re.M))
+    assert answers == {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
+    assert "a stand-in of that name made of Debian 13's python3.13" in output
+    # The re-run found every image and left the index as it was.
+    assert re.search(r"same index sha256:[0-9a-f]{64}, changed: false", output)
+    assert re.search(
+        r"workflow \(new commit\): \d+\.\d\ds \((within|OVER) the 60s budget\)", output
+    )
+    assert re.search(
+        r"workflow \(re-run, same commit\): \d+\.\d\ds \((within|OVER) the 15s", output
+    )
 
 
 def test_a_failing_build_makes_the_demo_fail_with_the_notification(hello_app: Workflow) -> None:
@@ -56,7 +69,10 @@ def test_a_failing_build_makes_the_demo_fail_with_the_notification(hello_app: Wo
     assert "✖ Build arm64" in output
     assert "notification NotifyFailure →" in output
     assert re.search(r"failed state\s+BuildPlatforms", output)
-    assert "ERROR: failed to solve: injected by --fail-build" in output
+    # BuildKit failed the build (its error is the end of the build log the demo prints).
+    assert re.search(
+        r'ERROR: failed to solve: .*"/injected-by-+fail-build.missing": not found', output
+    )
     assert "FAILED: the workflow failed: States.TaskFailed" in output
 
 
@@ -103,8 +119,8 @@ def test_ctrl_c_stops_everything_the_demo_started(hello_app: Workflow) -> None:
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(process.stdout or ()), daemon=True)
     reader.start()
-    # Every process the demo starts (registry, Lambda worker, Node runner, builds and their
-    # commands) is recorded until it is interrupted while a build runs.
+    # Every process the demo starts (registry, engine, Lambda worker, Node runner, builds and
+    # their commands) is recorded until it is interrupted while a build runs.
     started: dict[int, tuple[str, str]] = {}
     deadline = time.monotonic() + 120
     while process.poll() is None and time.monotonic() < deadline:
@@ -115,6 +131,8 @@ def test_ctrl_c_stops_everything_the_demo_started(hello_app: Workflow) -> None:
         time.sleep(0.01)
     assert process.poll() is None, "".join(lines)
     assert any("runner.js" in command for _, command in started.values()), started
+    assert any("dockerd" in command for _, command in started.values()), started
+    assert any("containerd" in command for _, command in started.values()), started
     registry_url = next(line.split()[1] for line in lines if line.startswith("registry"))
     process.send_signal(signal.SIGINT)
     time.sleep(0.05)
@@ -140,7 +158,8 @@ def test_ctrl_c_stops_everything_the_demo_started(hello_app: Workflow) -> None:
 def test_the_skopeo_check_finds_an_index_that_disagrees(
     local_run: LocalWorkflowRun, commit: str
 ) -> None:
-    report = local_run.execute({"commit": commit, "branch": "main", "gitTag": ""})
+    uploaded = local_run.upload_source(HELLO) or {}
+    report = local_run.execute({**uploaded, "commit": commit, "branch": "main", "gitTag": ""})
     result = stitch_result(report)
     assert verify_with_skopeo(local_run.registry, result) == []
 

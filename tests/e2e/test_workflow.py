@@ -1,9 +1,10 @@
 """End to end: the state machine synthesized from app.py, executed locally.
 
 Every test runs the definition `cdk synth` wrote (aws-local-stepfunctions), whose
-CodeBuild tasks run the projects' real buildspecs (docker/aws stand-ins pushing
-real images of examples/hello) and whose Stitch task runs the real Lambda
-handler against a real registry on 127.0.0.1.
+CodeBuild tasks run the projects' real buildspecs (the real docker CLI and buildx
+on the session's engine, with only `aws` answered from the local registry),
+pushing real images of examples/hello, and whose Stitch task runs the real
+Lambda handler against a real registry on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from typing import Any
 import pytest
 import requests
 
+from localrun.bases import STAND_IN_LABEL
+from localrun.engine import PrivateEngine
 from localrun.execution import ExecutionReport, Faults, LocalWorkflowRun
+from localrun.service import EXPECTED_ARCH, ask_hello
 from localrun.workflow import Workflow
 from tests.support.images import RegistryPusher
 
@@ -89,9 +93,26 @@ def platforms_of(index: dict[str, Any]) -> list[str]:
     return names
 
 
-def start(commit: str, branch: str = "main") -> dict[str, str]:
-    """The execution input a push of ``commit`` to ``branch`` starts."""
-    return {"commit": commit, "branch": branch, "gitTag": ""}
+def start(run: LocalWorkflowRun, commit: str, branch: str = "main") -> dict[str, str]:
+    """The execution input a push of ``commit`` to ``branch`` starts (for an S3 source: an
+    upload of examples/hello whose event names ``commit`` as the object's ETag)."""
+    uploaded = run.upload_source(HELLO) or {}
+    return {**uploaded, "commit": commit, "branch": branch, "gitTag": ""}
+
+
+def layer_files(run: LocalWorkflowRun, image: dict[str, Any]) -> dict[str, bytes]:
+    """Every regular file of the image's layers, by path (later layers win)."""
+    files: dict[str, bytes] = {}
+    for layer in image["layers"]:
+        data = blob(run, layer["digest"])
+        if layer["mediaType"].endswith("gzip"):
+            data = gzip.decompress(data)
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            for member in tar.getmembers():
+                extracted = tar.extractfile(member) if member.isfile() else None
+                if extracted is not None and member.name.startswith(("app/", "./app/")):
+                    files[member.name.removeprefix("./")] = extracted.read()
+    return files
 
 
 def test_success_builds_both_platforms_in_parallel_and_publishes_one_index(
@@ -110,7 +131,7 @@ def test_success_builds_both_platforms_in_parallel_and_publishes_one_index(
     monkeypatch.setattr(local_run.codebuild, "_run_script", meet_then_run)
 
     # WHEN a push of the main branch runs the synthesized workflow
-    report = local_run.execute(start(commit))
+    report = local_run.execute(start(local_run, commit))
 
     # THEN every state of the happy path ran, and the two builds overlapped in time
     assert report.succeeded, (report.error, report.cause)
@@ -138,7 +159,7 @@ def test_success_builds_both_platforms_in_parallel_and_publishes_one_index(
     assert len(attestations) == 2
     assert index["annotations"]["org.opencontainers.image.revision"] == commit
 
-    # AND each platform's image is a real image of examples/hello whose config declares it
+    # AND each platform's image is a real buildx image of examples/hello on the base stand-in
     for entry in index["manifests"]:
         if entry["platform"]["os"] == "unknown":
             continue
@@ -149,12 +170,10 @@ def test_success_builds_both_platforms_in_parallel_and_publishes_one_index(
             entry["platform"]["architecture"],
         )
         assert config["config"]["Cmd"] == ["python", "/app/server.py"]
-        assert config["config"]["Labels"]["org.opencontainers.image.revision"] == commit
-        layer_bytes = gzip.decompress(blob(local_run, image["layers"][0]["digest"]))
-        with tarfile.open(fileobj=io.BytesIO(layer_bytes)) as layer:
-            extracted = layer.extractfile("app/server.py")
-            assert extracted is not None
-            assert extracted.read() == (HELLO / "server.py").read_bytes()
+        labels = config["config"]["Labels"]
+        assert labels["org.opencontainers.image.revision"] == commit
+        assert "python3.13" in labels[STAND_IN_LABEL]
+        assert layer_files(local_run, image)["app/server.py"] == (HELLO / "server.py").read_bytes()
 
     # AND the success event carries the digest, the tags and the platforms
     ((event,),) = [e["entries"] for e in report.events_published]
@@ -171,7 +190,8 @@ def test_a_failed_build_notifies_and_leaves_no_index(
 ) -> None:
     # WHEN the arm64 build fails
     report = local_run.execute(
-        start(commit), faults=Faults(fail_builds={"linux/arm64": "exit status 2 in RUN make"})
+        start(local_run, commit),
+        faults=Faults(fail_builds={"linux/arm64": "exit status 2 in RUN make"}),
     )
 
     # THEN the execution fails through the notification
@@ -196,6 +216,10 @@ def test_a_failed_build_notifies_and_leaves_no_index(
     assert {"PhaseType": "BUILD", "PhaseStatus": "FAILED"}.items() <= next(
         p for p in build["Phases"] if p["PhaseType"] == "BUILD"
     ).items()
+    # BuildKit itself failed the build: the checkout's Dockerfile copies a file it lacks.
+    log = Path(build["Logs"]["DeepLink"].removeprefix("file://")).read_text()
+    assert "ERROR: failed to solve" in log
+    assert "exit-status-2-in-RUN-make.missing" in log
 
     # AND no index and no commit tag exist; nothing was tagged latest
     present = tags(local_run)
@@ -207,9 +231,9 @@ def test_a_failed_build_notifies_and_leaves_no_index(
 def test_two_builds_of_one_platform_reach_the_catch_path_as_platform_conflict(
     local_run: LocalWorkflowRun, commit: str
 ) -> None:
-    # WHEN the arm64 build produces a linux/amd64 image (a misconfigured builder)
+    # WHEN the arm64 project builds linux/amd64 (a misconfigured TARGET_PLATFORM)
     report = local_run.execute(
-        start(commit), faults=Faults(build_platform_as={"linux/arm64": "linux/amd64"})
+        start(local_run, commit), faults=Faults(build_platform_as={"linux/arm64": "linux/amd64"})
     )
 
     # THEN the stitch fails with PlatformConflict, caught and notified
@@ -230,8 +254,8 @@ def test_two_builds_of_one_platform_reach_the_catch_path_as_platform_conflict(
 def test_a_rerun_of_the_same_commit_gives_the_same_index_unchanged(
     local_run: LocalWorkflowRun, commit: str
 ) -> None:
-    first = local_run.execute(start(commit))
-    second = local_run.execute(start(commit))
+    first = local_run.execute(start(local_run, commit))
+    second = local_run.execute(start(local_run, commit))
 
     assert first.succeeded
     assert second.succeeded
@@ -254,7 +278,9 @@ def test_a_transient_registry_error_is_retried_by_the_workflow(
     local_run: LocalWorkflowRun, commit: str
 ) -> None:
     # WHEN the first stitch attempt finds the registry unavailable
-    report = local_run.execute(start(commit), faults=Faults(stitch_errors=["RegistryUnavailable"]))
+    report = local_run.execute(
+        start(local_run, commit), faults=Faults(stitch_errors=["RegistryUnavailable"])
+    )
 
     # THEN the definition's own Retry runs it again, and the execution succeeds
     assert report.succeeded, (report.error, report.cause)
@@ -272,7 +298,7 @@ def test_a_transient_registry_error_is_retried_by_the_workflow(
 def test_a_manual_start_without_branch_builds_the_default_branch(
     local_run: LocalWorkflowRun, commit: str
 ) -> None:
-    report = local_run.execute({"commit": commit})
+    report = local_run.execute({**(local_run.upload_source(HELLO) or {}), "commit": commit})
 
     assert report.succeeded, (report.error, report.cause)
     assert stitched(report)["tags"] == [commit[:7], "latest"]
@@ -291,7 +317,7 @@ def test_an_input_without_commit_is_refused_before_any_build(local_run: LocalWor
 def test_the_emulated_arm_v7_option_adds_a_branch_and_a_platform(
     local_run_arm_v7: LocalWorkflowRun, commit: str
 ) -> None:
-    report = local_run_arm_v7.execute(start(commit))
+    report = local_run_arm_v7.execute(start(local_run_arm_v7, commit))
 
     assert report.succeeded, (report.error, report.cause)
     parallel = local_run_arm_v7.workflow.states()["BuildPlatforms"]
@@ -302,10 +328,57 @@ def test_the_emulated_arm_v7_option_adds_a_branch_and_a_platform(
     assert sorted(platforms_of(index)) == ["linux/amd64", "linux/arm/v7", "linux/arm64"]
     (event,) = report.events_published[0]["entries"]
     assert "linux/arm/v7" in event["Detail"]["platforms"]
+    # AND the arm/v7 image runs (through QEMU's arm handler) and says so
+    image = (
+        f"{local_run_arm_v7.registry.host}/{repository_of(local_run_arm_v7.workflow)}:{commit[:7]}"
+    )
+    answer = ask_hello(local_run_arm_v7.engine, image, "linux/arm/v7")
+    assert answer.ok, answer.problem
+    assert answer.body is not None
+    assert answer.body["arch"] == "armv7l"
+
+
+def test_each_platform_pulls_its_own_image_of_the_commit_and_it_answers_hello(
+    local_run: LocalWorkflowRun, engine: PrivateEngine, commit: str
+) -> None:
+    # GIVEN the commit built and stitched
+    report = local_run.execute(start(local_run, commit))
+    assert report.succeeded, (report.error, report.cause)
+    image = f"{local_run.registry.host}/{repository_of(local_run.workflow)}:{commit[:7]}"
+
+    # WHEN each platform pulls the commit tag and runs it
+    answers = {p: ask_hello(engine, image, p) for p in ("linux/amd64", "linux/arm64")}
+
+    # THEN each answers GET /hello with its own architecture (arm64 through QEMU)
+    for platform, answer in answers.items():
+        assert answer.ok, (platform, answer.problem)
+        assert answer.body is not None
+        assert answer.body["arch"] == EXPECTED_ARCH[platform]
+        assert answer.body["message"] == "Hello, there!"
+
+
+def test_a_platform_the_image_lacks_gets_no_answer_and_says_why(
+    local_run: LocalWorkflowRun, engine: PrivateEngine, commit: str
+) -> None:
+    # GIVEN an index whose arm64 entry holds an amd64 image (the misconfigured project)
+    report = local_run.execute(start(local_run, commit))
+    assert report.succeeded, (report.error, report.cause)
+    amd64_only = f"{local_run.registry.host}/{repository_of(local_run.workflow)}:{commit[:7]}-amd64"
+
+    # WHEN arm64 is asked of an image that has only amd64
+    answer = ask_hello(engine, amd64_only, "linux/arm64")
+
+    # THEN there is no answer, and the problem names the platform
+    assert not answer.ok
+    assert answer.body is None
+    assert answer.problem is not None
+    assert "linux/arm64" in answer.problem
 
 
 def test_faults_for_a_platform_the_workflow_does_not_build_are_refused(
     local_run: LocalWorkflowRun, commit: str
 ) -> None:
     with pytest.raises(ValueError, match=r"\['linux/s390x'\] that this workflow does not build"):
-        local_run.execute(start(commit), faults=Faults(fail_builds={"linux/s390x": "boom"}))
+        local_run.execute(
+            start(local_run, commit), faults=Faults(fail_builds={"linux/s390x": "boom"})
+        )

@@ -84,7 +84,8 @@ class BuildFaults:
     """The build checks out a commit whose Dockerfile copies a file the commit lacks (named
     after this message), so BuildKit fails the build."""
     produce_platform: str | None = None
-    """The build's ``TARGET_PLATFORM`` is this platform instead (a misconfigured project)."""
+    """The build's ``TARGET_PLATFORM`` is this platform instead (a misconfigured project); its
+    image carries a label saying so, so that it is not the other project's image."""
 
 
 class BuildFailed(Exception):
@@ -298,6 +299,8 @@ class LocalCodeBuild:
             self._checkout(project.source_dir or self.source_dir, src)
         if faults and faults.fail:
             _break_dockerfiles(src, faults.fail)
+        if faults and faults.produce_platform:
+            _label_dockerfiles(src, f"built as {faults.produce_platform} by {project.name}")
         buildspec = project.buildspec
         if parameters.get("BuildspecOverride"):
             buildspec = json.loads(str(parameters["BuildspecOverride"]))
@@ -456,6 +459,15 @@ def _break_dockerfiles(src: Path, message: str) -> None:
         if dockerfile.is_file():
             with dockerfile.open("a") as handle:
                 handle.write(f"\nCOPY {missing}.missing /\n")
+
+
+def _label_dockerfiles(src: Path, text: str) -> None:
+    """Label the images of a misconfigured build, so that they differ from the image the
+    right project builds of the same commit (BuildKit's builds of it are reproducible)."""
+    for dockerfile in src.rglob("Dockerfile*"):
+        if dockerfile.is_file():
+            with dockerfile.open("a") as handle:
+                handle.write(f"\nLABEL dev.ecr-multiarch.local-run.fault={json.dumps(text)}\n")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
