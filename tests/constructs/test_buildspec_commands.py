@@ -309,6 +309,12 @@ def dockerd(tmp_path: Path) -> Iterator[dict[str, Any]]:
         "--storage-driver=overlay2",
     ]
     process = subprocess.Popen(argv)
+    # A real dockerd has long been running; wait until this one's exec shows in /proc.
+    cmdline = Path(f"/proc/{process.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while cmdline.read_bytes().split(b"\0")[:1] != [sys.executable.encode()]:
+        assert time.monotonic() < deadline, "the stand-in dockerd did not start"
+        time.sleep(0.01)
     (tmp_path / "docker.pid").write_text(f"{process.pid}\n")
     env = {
         "DOCKERD_PIDFILE": str(tmp_path / "docker.pid"),
