@@ -796,3 +796,45 @@ def test_invalid_registry_scanning_is_rejected(kwargs: dict[str, Any], message: 
     props: dict[str, Any] = {"repositories": [ecr.Repository(stack, "Repo")], **kwargs}
     with pytest.raises(ValueError, match=message):
         RegistryScanning(stack, "Scanning", **props)
+
+
+# ------------------------------------------------------------------ with the local stand-in
+
+
+@pytest.mark.parametrize(
+    ("findings", "error"),
+    [([], None), (["linux/arm64=CRITICAL:1"], GATE_ERROR), (["linux/amd64=HIGH:4"], GATE_ERROR)],
+)
+def test_the_local_stand_in_drives_the_gate(
+    synth: Synth, tmp_path: Path, findings: list[str], error: str | None
+) -> None:
+    """The local run's scanner answers what the gate asks, in the shape the gate reads:
+    ``--scan-findings linux/arm64=CRITICAL:1`` ends in VulnerabilityGateFailed."""
+    local = scanner.LocalScanner(scanner.parse_scan_findings(findings))
+    local.add_image(AMD64, "linux/amd64")
+    local.add_image(ARM64, "linux/arm64")
+    manifest = image(AMD64)["result"]["Images"][0]["ImageManifest"]
+    local.manifests = lambda digest: (manifest, OCI_MANIFEST)
+    script: dict[str, dict[str, list[Any]]] = {"GetPlatformImage": {}, "DescribeScanFindings": {}}
+    for digest in (AMD64, ARM64):
+        parameters = {"RepositoryName": synth.repository_name}
+        script["GetPlatformImage"][digest] = [
+            {
+                "result": local.answer(
+                    scanner.BATCH_GET_IMAGE_RESOURCE,
+                    {**parameters, "ImageIds": [{"ImageDigest": digest}]},
+                )
+            }
+        ]
+        script["DescribeScanFindings"][digest] = [
+            {
+                "result": local.answer(
+                    scanner.DESCRIBE_SCAN_FINDINGS_RESOURCE,
+                    {**parameters, "ImageId": {"ImageDigest": digest}, "MaxResults": 1},
+                )
+            }
+        ]
+    execution = sfn_script.run(synth.definition("FailAtHigh"), INPUT, script, tmp_path)
+    assert execution.error == error, execution.cause
+    if error is None:
+        assert {p["outcome"] for p in execution.output["scanGate"]["platforms"]} == {"SCANNED"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 import boto3
@@ -158,7 +159,10 @@ def test_task_parameters_that_are_no_api_member_are_refused() -> None:
 
 
 def test_only_the_scan_findings_call_is_answered() -> None:
-    with pytest.raises(ValueError, match=r"answers arn:aws:states:::aws-sdk:ecr:describeImage"):
+    with pytest.raises(
+        ValueError,
+        match=r"answers .*describeImageScanFindings.*, not arn:aws:states:::aws-sdk:ecr:putImage",
+    ):
         _scanner().answer("arn:aws:states:::aws-sdk:ecr:putImage", {})
 
 
@@ -179,3 +183,91 @@ def test_field_names_round_trip_through_the_model() -> None:
         "imageId": {"imageDigest": ARM64},
         "maxResults": 1,
     }
+
+
+# ------------------------------------------------------------------ manifests
+
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+CHILD = "sha256:" + "c" * 64
+ATTESTATION = "sha256:" + "e" * 64
+PER_PLATFORM_INDEX = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": CHILD,
+                "size": 500,
+                "platform": {"os": "linux", "architecture": "arm64"},
+            },
+            {
+                "mediaType": OCI_MANIFEST,
+                "digest": ATTESTATION,
+                "size": 400,
+                "platform": {"os": "unknown", "architecture": "unknown"},
+            },
+        ],
+    }
+)
+
+
+def _registry(digest: str) -> tuple[str, str]:
+    if digest == ARM64:
+        return PER_PLATFORM_INDEX, OCI_INDEX
+    raise LookupError(digest)
+
+
+def test_reads_manifests_and_learns_an_index_platform_manifest() -> None:
+    """GIVEN arm64's build pushed a per-platform index WHEN the gate reads it THEN the
+    answer is the real BatchGetImage shape and the image inside gets arm64's findings."""
+    local = _scanner("linux/arm64=HIGH:2")
+    local.manifests = _registry
+    result = local.answer(
+        scanner.BATCH_GET_IMAGE_RESOURCE,
+        {
+            "RepositoryName": "hello",
+            "ImageIds": [{"ImageDigest": ARM64}],
+            "AcceptedMediaTypes": [OCI_INDEX, OCI_MANIFEST],
+        },
+    )
+    assert result["Images"][0]["ImageManifest"] == PER_PLATFORM_INDEX
+    assert result["Images"][0]["ImageManifestMediaType"] == OCI_INDEX
+    assert result["Failures"] == []
+    assert local.platforms_by_digest[CHILD] == "linux/arm64"
+    assert ATTESTATION not in local.platforms_by_digest
+    scanned = local.answer(
+        DESCRIBE_SCAN_FINDINGS_RESOURCE,
+        {"RepositoryName": "hello", "ImageId": {"ImageDigest": CHILD}, "MaxResults": 1},
+    )
+    assert scanned["ImageScanFindings"]["FindingSeverityCounts"] == {"HIGH": 2}
+
+
+def test_a_manifest_the_registry_lacks_is_a_failure_entry_like_ecr() -> None:
+    local = _scanner()
+    local.manifests = _registry
+    result = local.answer(
+        scanner.BATCH_GET_IMAGE_RESOURCE,
+        {"RepositoryName": "hello", "ImageIds": [{"ImageDigest": AMD64}]},
+    )
+    assert result == {
+        "Images": [],
+        "Failures": [
+            {
+                "ImageId": {"ImageDigest": AMD64},
+                "FailureCode": "ImageNotFound",
+                "FailureReason": "Requested image not found",
+            }
+        ],
+    }
+
+
+def test_without_a_manifest_reader_the_call_fails_by_name() -> None:
+    with pytest.raises(SdkCallError) as raised:
+        _scanner().answer(
+            scanner.BATCH_GET_IMAGE_RESOURCE,
+            {"RepositoryName": "hello", "ImageIds": [{"ImageDigest": AMD64}]},
+        )
+    assert raised.value.error == "Ecr.ServerException"

@@ -19,8 +19,9 @@ stay as they are; docs/aws-assumptions.md#sfn-sdk-field-names).
 from __future__ import annotations
 
 import argparse
+import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -39,7 +40,16 @@ from botocore.validate import ParamValidator
 SERVICE = "ecr"
 DESCRIBE_SCAN_FINDINGS = "DescribeImageScanFindings"
 DESCRIBE_SCAN_FINDINGS_RESOURCE = "arn:aws:states:::aws-sdk:ecr:describeImageScanFindings"
-"""The Task resource of the gate's call, which the local run routes here."""
+"""The Task resource of the gate's scan call, which the local run routes here."""
+BATCH_GET_IMAGE = "BatchGetImage"
+BATCH_GET_IMAGE_RESOURCE = "arn:aws:states:::aws-sdk:ecr:batchGetImage"
+"""The Task resource of the gate's manifest read (image or per-platform index?)."""
+RESOURCES = (DESCRIBE_SCAN_FINDINGS_RESOURCE, BATCH_GET_IMAGE_RESOURCE)
+"""Every Task resource :meth:`LocalScanner.answer` answers."""
+
+ManifestReader = Callable[[str], tuple[str, str]]
+"""Reads a manifest from the local registry by digest: ``(text, media type)``; raises
+``LookupError`` when the registry does not have it."""
 STAND_IN = (
     "findings from the local stand-in for ECR's image scanner (--scan-findings); "
     "no image was scanned"
@@ -137,7 +147,10 @@ class LocalScanner:
     findings: Mapping[str, Mapping[str, int]]
     """Severity counts by platform (from :func:`parse_scan_findings`)."""
     platforms_by_digest: dict[str, str] = field(default_factory=dict)
-    """The platform of every image the run built, by digest (the caller fills it in)."""
+    """The platform of every image the run built, by digest (the caller fills it in; the
+    platform manifests of a per-platform index are added when the gate reads it)."""
+    manifests: ManifestReader | None = None
+    """Reads manifests for ``BatchGetImage``. Default: none (that call then fails)."""
     registry_id: str = "000000000000"
 
     def check_platforms(self, platforms: Sequence[str]) -> None:
@@ -175,12 +188,76 @@ class LocalScanner:
         validate_response(DESCRIBE_SCAN_FINDINGS, response)
         return response
 
+    def batch_get_image(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """The API response to ``BatchGetImage``, read from the local registry.
+
+        Like ECR, an image the registry does not hold is a ``failures`` entry, not an error.
+        The platform manifests of a per-platform index (all but its ``unknown/unknown``
+        attestations) get the index's platform, so their scans can be answered.
+        """
+        validate_request(BATCH_GET_IMAGE, request)
+        if self.manifests is None:
+            raise SdkCallError(
+                "Ecr.ServerException", "the local scanner was given no way to read manifests"
+            )
+        images: list[dict[str, Any]] = []
+        failures: list[dict[str, Any]] = []
+        for image_id in request["imageIds"]:
+            digest = image_id.get("imageDigest", "")
+            try:
+                text, media_type = self.manifests(digest)
+            except LookupError:
+                failures.append(
+                    {
+                        "imageId": dict(image_id),
+                        "failureCode": "ImageNotFound",
+                        "failureReason": "Requested image not found",
+                    }
+                )
+                continue
+            self._learn_children(digest, text)
+            images.append(
+                {
+                    "registryId": request.get("registryId", self.registry_id),
+                    "repositoryName": request["repositoryName"],
+                    "imageId": {"imageDigest": digest},
+                    "imageManifest": text,
+                    "imageManifestMediaType": media_type,
+                }
+            )
+        response = {"images": images, "failures": failures}
+        validate_response(BATCH_GET_IMAGE, response)
+        return response
+
+    def _learn_children(self, digest: str, text: str) -> None:
+        platform = self.platforms_by_digest.get(digest)
+        if platform is None:
+            return
+        try:
+            manifest = json.loads(text)
+        except ValueError:
+            return
+        for child in manifest.get("manifests", []) if isinstance(manifest, dict) else []:
+            if not isinstance(child, dict) or not isinstance(child.get("digest"), str):
+                continue
+            if (child.get("platform") or {}).get("os") != "unknown":
+                self.platforms_by_digest.setdefault(child["digest"], platform)
+
     def answer(self, resource: str, task_input: Mapping[str, Any]) -> dict[str, Any]:
-        """A Task state's result for ``resource`` called with ``task_input`` (its Parameters)."""
-        if resource != DESCRIBE_SCAN_FINDINGS_RESOURCE:
-            raise ValueError(f"the local scanner answers {DESCRIBE_SCAN_FINDINGS_RESOURCE} only")
-        request = from_step_functions(DESCRIBE_SCAN_FINDINGS, task_input)
-        return to_step_functions(DESCRIBE_SCAN_FINDINGS, self.describe_image_scan_findings(request))
+        """A Task state's result for ``resource`` called with ``task_input`` (its Parameters).
+
+        Raises :class:`SdkCallError` for what ECR would answer with an error (its ``error``
+        is the name Step Functions gives it), ValueError for a call outside ``RESOURCES``
+        or Parameters that do not fit the API.
+        """
+        if resource == DESCRIBE_SCAN_FINDINGS_RESOURCE:
+            request = from_step_functions(DESCRIBE_SCAN_FINDINGS, task_input)
+            response = self.describe_image_scan_findings(request)
+            return to_step_functions(DESCRIBE_SCAN_FINDINGS, response)
+        if resource == BATCH_GET_IMAGE_RESOURCE:
+            request = from_step_functions(BATCH_GET_IMAGE, task_input)
+            return to_step_functions(BATCH_GET_IMAGE, self.batch_get_image(request))
+        raise ValueError(f"the local scanner answers {', '.join(RESOURCES)}, not {resource}")
 
     def report(self, platforms: Sequence[str]) -> list[str]:
         """One line per platform for the demo's output, saying where the findings come from."""
