@@ -41,6 +41,9 @@ from manifest_stitcher import grammar
 
 CONTAINERD_SNAPSHOTTER = "io.containerd.snapshotter.v1"
 """``docker info`` reports this ``driver-type`` when dockerd uses the containerd image store."""
+SNAPSHOTTER_OF_GRAPH_DRIVER = {"overlay2": "overlayfs", "vfs": "native"}
+"""The containerd snapshotter that does a graph driver's work (dockerd's own migration map):
+with the containerd store on, ``--storage-driver`` must name the snapshotter."""
 
 DOCKERD_WAIT_SECONDS = 60
 """How long a restarted dockerd may take to answer (the standard images' entrypoint waits 60 s)."""
@@ -228,11 +231,17 @@ def cache_manifest(text: str, out: str) -> str:
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
-def _docker_driver_type(run: Runner) -> str | None:
-    """The image store ``docker info`` reports, or None when dockerd does not answer."""
+def _image_store(run: Runner) -> str | None:
+    """How dockerd stores images, from ``docker info``; None when it does not answer.
+
+    ``"<driver>"`` for a classic graph driver (``overlay2``), ``"containerd:<snapshotter>"``
+    for the containerd image store. A daemon whose ``--storage-driver`` names a graph driver
+    while the containerd store is on reports ``containerd:overlay2``: that daemon cannot
+    unpack a single layer ("snapshotter not loaded: overlay2").
+    """
     try:
         done = run(
-            ["docker", "info", "--format", "{{json .DriverStatus}}"],
+            ["docker", "info", "--format", "{{json .}}"],
             capture_output=True,
             text=True,
             timeout=15,
@@ -243,13 +252,22 @@ def _docker_driver_type(run: Runner) -> str | None:
     if done.returncode != 0:
         return None
     try:
-        status = json.loads(done.stdout or "null") or []
+        info = json.loads(done.stdout or "null")
     except ValueError:
+        info = None
+    if not isinstance(info, dict):
         return ""
-    for pair in status:
-        if isinstance(pair, list) and len(pair) == 2 and pair[0] == "driver-type":
-            return str(pair[1])
-    return ""
+    driver = str(info.get("Driver") or "")
+    for pair in info.get("DriverStatus") or []:
+        if isinstance(pair, list) and pair == ["driver-type", CONTAINERD_SNAPSHOTTER]:
+            return f"containerd:{driver}"
+    return driver
+
+
+def _usable_containerd_store(store: str | None) -> bool:
+    if store is None or not store.startswith("containerd:"):
+        return False
+    return store.split(":", 1)[1] not in SNAPSHOTTER_OF_GRAPH_DRIVER
 
 
 def _read_pid(pidfile: Path) -> int:
@@ -293,6 +311,29 @@ def _command_line(pid: int) -> list[str]:
     return argv
 
 
+def restart_command_line(argv: Sequence[str]) -> list[str]:
+    """dockerd's command line for the containerd store: graph drivers become snapshotters.
+
+    The standard images start dockerd with ``--storage-driver=overlay2``; with the
+    containerd store that must read ``overlayfs`` (the same kernel overlay filesystem).
+    """
+    out: list[str] = []
+    expect_value = False
+    for arg in argv:
+        if expect_value:
+            out.append(SNAPSHOTTER_OF_GRAPH_DRIVER.get(arg, arg))
+            expect_value = False
+        elif arg in ("--storage-driver", "-s"):
+            out.append(arg)
+            expect_value = True
+        elif arg.startswith("--storage-driver="):
+            name = arg.split("=", 1)[1]
+            out.append(f"--storage-driver={SNAPSHOTTER_OF_GRAPH_DRIVER.get(name, name)}")
+        else:
+            out.append(arg)
+    return out
+
+
 def _config_file(argv: Sequence[str], default: Path) -> Path:
     """The configuration file dockerd reads: ``--config-file``, else ``default``."""
     config = default
@@ -305,7 +346,8 @@ def _config_file(argv: Sequence[str], default: Path) -> Path:
 
 
 def enable_daemon_feature(config: Path) -> None:
-    """Set ``features.containerd-snapshotter`` in dockerd's ``daemon.json``, keeping the rest."""
+    """Set ``features.containerd-snapshotter`` in dockerd's ``daemon.json``, keeping the rest
+    (a graph driver named as ``storage-driver`` there becomes its snapshotter)."""
     settings: dict[str, Any] = {}
     if config.exists() and config.read_text().strip():
         try:
@@ -317,6 +359,9 @@ def enable_daemon_feature(config: Path) -> None:
     features = settings.get("features")
     settings["features"] = {**(features if isinstance(features, dict) else {})}
     settings["features"]["containerd-snapshotter"] = True
+    driver = settings.get("storage-driver")
+    if isinstance(driver, str) and driver in SNAPSHOTTER_OF_GRAPH_DRIVER:
+        settings["storage-driver"] = SNAPSHOTTER_OF_GRAPH_DRIVER[driver]
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(json.dumps(settings, indent=2) + "\n")
 
@@ -334,15 +379,16 @@ def containerd_store(
     buildx's ``docker`` driver exports a registry cache, provenance and SBOM attestations
     only on that store, and then needs no BuildKit image. dockerd restarts with the command
     line it runs with now (read from ``/proc/<pid>/cmdline``, as the image's entrypoint
-    started it), after ``features.containerd-snapshotter`` is set in its configuration file.
+    started it, its graph driver named as the matching snapshotter), after
+    ``features.containerd-snapshotter`` is set in its configuration file.
     """
-    driver = _docker_driver_type(run)
-    if driver is None:
+    store = _image_store(run)
+    if store is None:
         fail("the build's Docker daemon does not answer (docker info); is privileged mode on?")
-    if driver == CONTAINERD_SNAPSHOTTER:
+    if _usable_containerd_store(store):
         return "dockerd already uses the containerd image store\n"
     pid = _read_pid(Path(env.get("DOCKERD_PIDFILE", "/var/run/docker.pid")))
-    argv = _command_line(pid)
+    argv = restart_command_line(_command_line(pid))
     config = _config_file(argv, Path(env.get("DOCKERD_CONFIG", "/etc/docker/daemon.json")))
     enable_daemon_feature(config)
     log = Path(env.get("DOCKERD_LOG", "/var/log/docker.log"))
@@ -359,20 +405,18 @@ def containerd_store(
               start_new_session=True)  # fmt: skip
     wait = float(env.get("DOCKERD_WAIT_SECONDS") or DOCKERD_WAIT_SECONDS)
     deadline = clock() + wait
-    while True:
-        driver = _docker_driver_type(run)
-        if driver is not None:
-            break
+    while (store := _image_store(run)) is None:
         if clock() >= deadline:
             fail(
                 f"dockerd did not answer within {wait:g} s of its restart with the containerd"
                 f" image store ({' '.join(argv)}); the end of {log}:\n{_tail(log)}"
             )
         sleep(1)
-    if driver != CONTAINERD_SNAPSHOTTER:
+    if not _usable_containerd_store(store):
         fail(
-            f"dockerd restarted but reports the image store {driver!r}, not"
-            f" {CONTAINERD_SNAPSHOTTER}; set buildkit_image to use a docker-container builder"
+            f"dockerd restarted but reports the image store {store!r}, not the containerd"
+            f" image store ({CONTAINERD_SNAPSHOTTER} with a snapshotter); set buildkit_image"
+            " to use a docker-container builder instead"
         )
     return f"restarted dockerd ({' '.join(argv)}) with the containerd image store\n"
 

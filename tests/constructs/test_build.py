@@ -323,7 +323,10 @@ FAKE_DOCKER = r"""#!/bin/bash
 echo "docker $*" >> "$FAKE_LOG"
 case "$1" in
   login) cat > /dev/null; exit 0 ;;
-  info) echo '[["driver-type","io.containerd.snapshotter.v1"]]'; exit 0 ;;
+  info)
+    echo '{"Driver":"overlayfs",'
+    echo '"DriverStatus":[["driver-type","io.containerd.snapshotter.v1"]]}'
+    exit 0 ;;
   run)
     if [[ "$*" == *" --install "* ]]; then
       mkdir -p "$BINFMT_MISC"
@@ -435,7 +438,7 @@ def test_build_switches_to_the_containerd_store_before_it_builds(
     )
     assert result.returncode == 0, result.stderr
     docker = [c for c in calls if c.startswith("docker ") and not c.startswith("docker login")]
-    assert docker[0] == "docker info --format {{json .DriverStatus}}"
+    assert docker[0] == "docker info --format {{json .}}"
     assert docker[1].startswith("docker buildx build --builder default")
     assert "dockerd already uses the containerd image store" in result.stdout
 
@@ -640,7 +643,7 @@ def test_emulated_build_registers_qemu_from_the_mirror_before_buildx(
     )
     assert result.returncode == 0, result.stderr
     docker = [c for c in calls if c.startswith("docker ") and not c.startswith("docker login")]
-    assert docker[0] == "docker info --format {{json .DriverStatus}}"
+    assert docker[0] == "docker info --format {{json .}}"
     assert docker[1] == f"docker run --privileged --rm {MIRROR_URI}@{BINFMT_DIGEST} --install arm"
     assert docker[2].startswith("docker buildx build --builder default --platform linux/arm/v7")
     assert values["IMAGE_TAG"] == "3f2a1bc-arm-v7"

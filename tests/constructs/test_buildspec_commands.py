@@ -23,9 +23,20 @@ from ecr_multiarch.build import helper_sources
 COMMIT = "3f2a1bc9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3"
 DIGEST = "sha256:" + "1" * 64
 REPO_URI = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/hello"
-CONTAINERD = json.dumps([["driver-type", bc.CONTAINERD_SNAPSHOTTER]])
-# What `docker info --format '{{json .DriverStatus}}'` prints on the classic overlay2 store.
-CLASSIC = json.dumps([["Backing Filesystem", "extfs"], ["Supports d_type", "true"]])
+# What `docker info --format '{{json .}}'` says of the image store (the rest left out).
+CONTAINERD = json.dumps(
+    {"Driver": "overlayfs", "DriverStatus": [["driver-type", bc.CONTAINERD_SNAPSHOTTER]]}
+)
+CLASSIC = json.dumps(
+    {
+        "Driver": "overlay2",
+        "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
+    }
+)
+# The containerd store on, but --storage-driver=overlay2 kept (moby/moby#46254): unusable.
+MISNAMED = json.dumps(
+    {"Driver": "overlay2", "DriverStatus": [["driver-type", bc.CONTAINERD_SNAPSHOTTER]]}
+)
 
 
 def parse(out: str) -> dict[str, str]:
@@ -277,7 +288,7 @@ class FakeDocker:
         self.calls = 0
 
     def __call__(self, argv: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
-        assert argv == ["docker", "info", "--format", "{{json .DriverStatus}}"]
+        assert argv == ["docker", "info", "--format", "{{json .}}"]
         self.calls += 1
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if answer is None:
@@ -356,10 +367,55 @@ def test_a_classic_daemon_restarts_with_its_own_command_line_on_the_containerd_s
         "features": {"containerd-snapshotter": True}
     }
     ((argv, kwargs),) = dockerd["started"]
-    assert argv == dockerd["argv"]
+    # docs/aws-assumptions.md#containerd-store-storage-driver
+    assert argv == [
+        *dockerd["argv"][:-1],
+        "--storage-driver=overlayfs",
+    ]
     assert kwargs["start_new_session"] is True
     assert docker.calls == 4
     assert out.startswith("restarted dockerd (")
+
+
+def test_a_daemon_on_the_containerd_store_with_a_graph_driver_name_is_restarted(
+    dockerd: dict[str, Any],
+) -> None:
+    clock = Clock()
+    bc.containerd_store(
+        dockerd["env"], run=FakeDocker(MISNAMED, CONTAINERD), popen=dockerd["popen"],
+        sleep=clock.sleep, clock=clock,
+    )  # fmt: skip
+    ((argv, _),) = dockerd["started"]
+    assert argv[-1] == "--storage-driver=overlayfs"
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (["--storage-driver=overlay2"], ["--storage-driver=overlayfs"]),
+        (["--storage-driver", "overlay2", "--debug"], ["--storage-driver", "overlayfs", "--debug"]),
+        (["-s", "vfs"], ["-s", "native"]),
+        (["--storage-driver=overlayfs"], ["--storage-driver=overlayfs"]),
+        (["--host=unix:///var/run/docker.sock"], ["--host=unix:///var/run/docker.sock"]),
+    ],
+)
+def test_the_restart_names_the_snapshotter_of_the_graph_driver(
+    before: list[str], after: list[str]
+) -> None:
+    assert bc.restart_command_line(["/usr/local/bin/dockerd", *before]) == [
+        "/usr/local/bin/dockerd",
+        *after,
+    ]
+
+
+def test_a_graph_driver_in_daemon_json_becomes_its_snapshotter(tmp_path: Path) -> None:
+    config = tmp_path / "daemon.json"
+    config.write_text(json.dumps({"storage-driver": "overlay2"}))
+    bc.enable_daemon_feature(config)
+    assert json.loads(config.read_text()) == {
+        "storage-driver": "overlayfs",
+        "features": {"containerd-snapshotter": True},
+    }
 
 
 def test_a_daemon_with_a_config_file_flag_gets_the_feature_there(tmp_path: Path) -> None:
@@ -388,7 +444,9 @@ def test_a_restarted_daemon_that_never_answers_fails_with_its_log(
 
 def test_a_daemon_that_stays_on_the_classic_store_fails_clearly(dockerd: dict[str, Any]) -> None:
     clock = Clock()
-    with pytest.raises(bc.CommandError, match=r"reports the image store '', not io\.containerd"):
+    with pytest.raises(
+        bc.CommandError, match=r"reports the image store 'overlay2', not the containerd image store"
+    ):
         bc.containerd_store(
             dockerd["env"], run=FakeDocker(CLASSIC), popen=dockerd["popen"], sleep=clock.sleep,
             clock=clock,
