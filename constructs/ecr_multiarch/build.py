@@ -505,11 +505,13 @@ class PlatformBuild(Construct):
             **props,
         )
         start.source_version = (source_version or commit) if check_out else None
+        # Only what passes by itself: CodeBuild.AWSCodeBuildException, the base class of every
+        # CodeBuild error, would retry invalid input too (docs/aws-assumptions.md
+        # #codebuild-start-build-errors).
         start.add_retry(
             errors=[
                 "CodeBuild.AccountLimitExceededException",
                 "CodeBuild.ThrottlingException",
-                "CodeBuild.AWSCodeBuildException",
             ],
             interval=Duration.seconds(10),
             backoff_rate=2,
