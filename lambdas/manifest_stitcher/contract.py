@@ -162,8 +162,14 @@ class Registry(Protocol):
         """The ECR account id, or the registry host for an OCI registry."""
         ...
 
-    def get_manifests(self, refs: Sequence[ImageRef]) -> list[FetchedManifest]:
+    def get_manifests(
+        self, refs: Sequence[ImageRef], *, tags: Sequence[str] = ()
+    ) -> list[FetchedManifest]:
         """Fetch every ref in one round trip (concurrent requests or one batch call), in order.
+
+        ``tags`` are the tags the stitch will write, given with the first read: an
+        adapter that must look at them before writing (the OCI one, which HEADs
+        them) may do it in the same round trip; others ignore them.
 
         Each body is read with a cap of ``MAX_MANIFEST_BYTES``; bytes asked for by
         digest must hash to it, and a tag's bytes must hash to the digest the

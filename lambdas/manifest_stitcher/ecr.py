@@ -299,8 +299,13 @@ class EcrRegistry:
             f"{self.registry_id}.dkr.ecr.{region}.{dns_suffix(region)}/{self._repository}@{digest}"
         )
 
-    def get_manifests(self, refs: Sequence[ImageRef]) -> list[FetchedManifest]:
-        """Every ref with one BatchGetImage per 100 ids; every missing one reported at once."""
+    def get_manifests(
+        self, refs: Sequence[ImageRef], *, tags: Sequence[str] = ()
+    ) -> list[FetchedManifest]:
+        """Every ref with one BatchGetImage per 100 ids; every missing one reported at once.
+
+        ``tags`` are not needed: PutImage itself says when a tag already holds the index.
+        """
         wanted: list[dict[str, str]] = []
         seen: set[tuple[str, str]] = set()
         for ref in refs:

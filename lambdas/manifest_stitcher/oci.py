@@ -63,7 +63,8 @@ __all__ = ["ACCEPT", "OciRegistry", "RegistryAccessDenied", "is_ecr_host", "is_l
 
 ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
 DOCKER_HUB_HOSTS = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
-_MAX_WORKERS = 8
+_MAX_WORKERS = 16
+"""Concurrent requests per level: the 16 entries of 8 buildx children in one round trip."""
 _MISSING_CODES = frozenset({"MANIFEST_UNKNOWN", "NAME_UNKNOWN"})
 _CHILD_MISSING_CODES = frozenset(
     {"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "MANIFEST_UNKNOWN", "NAME_UNKNOWN"}
@@ -188,9 +189,10 @@ class OciRegistry:
         )
         credentials = Credentials(host, auth, docker_config, ecr_client)
         self._auth = Auth(self._api_host, repository, credentials, self._transport)
-        # Until one request has passed, the auth challenge is unknown: the first
-        # request goes alone so that concurrent ones do not each meet a 401.
-        self._warmed = False
+        # What each tag the stitch will write points at, read with the first level of
+        # reads (see get_manifests) and used once by put_tag.
+        self._tag_digests: dict[str, str | None] = {}
+        self._tag_lock = threading.Lock()
 
     # -- Registry protocol -------------------------------------------------
 
@@ -225,16 +227,30 @@ class OciRegistry:
         """``host/repository@digest``."""
         return f"{self._host}/{self._repository}@{digest}"
 
-    def get_manifests(self, refs: Sequence[ImageRef]) -> list[FetchedManifest]:
-        """GET every ref concurrently (all four manifest media types accepted), in order."""
+    def get_manifests(
+        self, refs: Sequence[ImageRef], *, tags: Sequence[str] = ()
+    ) -> list[FetchedManifest]:
+        """GET every ref concurrently (all four manifest media types accepted), in order.
+
+        ``tags`` (the tags the stitch will write) are HEADed in the same round trip,
+        so that ``put_tag`` knows whether a tag already holds the index without a
+        round trip of its own. Every request goes out at once: when the registry
+        demands auth, each meets the same challenge, one of them fetches the token
+        and the others wait for it (``oci_auth.Auth``), still one round trip.
+        """
         if not refs:
             return []
-        results: list[FetchedManifest | None] = []
-        rest: Sequence[ImageRef] = refs
-        if not self._warmed:
-            results.append(self._get_manifest(refs[0]))
-            rest = refs[1:]
-        results += concurrently(self._get_manifest, rest, max_workers=self._max_workers)
+        jobs: list[ImageRef | str] = [*refs, *tags]
+
+        def run(job: ImageRef | str) -> FetchedManifest | None:
+            if isinstance(job, str):
+                digest = self.digest_of(job)
+                with self._tag_lock:
+                    self._tag_digests[job] = digest
+                return None
+            return self._get_manifest(job)
+
+        results = concurrently(run, jobs, max_workers=self._max_workers)[: len(refs)]
         missing = [str(ref) for ref, got in zip(refs, results, strict=True) if got is None]
         if missing:
             raise ImageNotFound(
@@ -250,7 +266,12 @@ class OciRegistry:
 
     def put_tag(self, index: StitchedIndex, tag: str) -> bool:
         """PUT the exact index bytes under ``tag`` unless it already points at them."""
-        if self.digest_of(tag) == index.digest:
+        with self._tag_lock:
+            known = tag in self._tag_digests
+            current = self._tag_digests.pop(tag, None)
+        if not known:
+            current = self.digest_of(tag)
+        if current == index.digest:
             return False
         self.put_manifest(tag, index.body, index.media_type)
         return True
@@ -413,7 +434,6 @@ class OciRegistry:
                 f"log in with `docker login {self._host}`, set {USERNAME_ENV} and "
                 f"{PASSWORD_ENV}, or check the repository's permissions"
             )
-        self._warmed = True
         return reply
 
     def _check(self, reply: Reply, *, what: str) -> None:

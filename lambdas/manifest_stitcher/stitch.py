@@ -101,7 +101,7 @@ def stitch(request: StitchRequest, registry: Registry) -> StitchResult:
     per tag. Any error before the first write leaves the registry untouched.
     """
     refs = request.refs
-    fetched = registry.get_manifests(refs)
+    fetched = registry.get_manifests(refs, tags=request.tags)
     _check_answered(registry, refs, fetched)
     children = core.expand_children(fetched, attestations=request.attestations)
     entry_refs = core.entry_refs(children)

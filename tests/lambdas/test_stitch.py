@@ -64,7 +64,9 @@ class MemoryRegistry:
         """Account id."""
         return ACCOUNT
 
-    def get_manifests(self, refs: Sequence[ImageRef]) -> list[FetchedManifest]:
+    def get_manifests(
+        self, refs: Sequence[ImageRef], *, tags: Sequence[str] = ()
+    ) -> list[FetchedManifest]:
         """Every ref in order; every missing one named at once."""
         self.calls.append(("get_manifests", list(refs)))
         digests = [ref.digest or self.tags.get(ref.tag or "", "") for ref in refs]
@@ -245,19 +247,23 @@ def _helm_chart() -> Image:
 class ShortRegistry(MemoryRegistry):
     """An adapter bug: drops the last manifest instead of raising."""
 
-    def get_manifests(self, refs: Sequence[ImageRef]) -> list[FetchedManifest]:
+    def get_manifests(
+        self, refs: Sequence[ImageRef], *, tags: Sequence[str] = ()
+    ) -> list[FetchedManifest]:
         """All but the last."""
-        return super().get_manifests(refs)[:-1]
+        return super().get_manifests(refs, tags=tags)[:-1]
 
 
 class TamperingRegistry(MemoryRegistry):
     """Returns other bytes than the digest names."""
 
-    def get_manifests(self, refs: Sequence[ImageRef]) -> list[FetchedManifest]:
+    def get_manifests(
+        self, refs: Sequence[ImageRef], *, tags: Sequence[str] = ()
+    ) -> list[FetchedManifest]:
         """Every body with a space appended."""
         return [
             FetchedManifest(m.ref, m.digest, m.media_type, m.body + b" ")
-            for m in super().get_manifests(refs)
+            for m in super().get_manifests(refs, tags=tags)
         ]
 
 

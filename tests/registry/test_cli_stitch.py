@@ -335,7 +335,7 @@ def test_an_event_without_registry_goes_to_the_ecr_api_adapter(
             made.append((repository, registry_id))
             self.repository, self.registry_id = repository, registry_id
 
-        def get_manifests(self, refs: object) -> list[object]:
+        def get_manifests(self, refs: object, **_: Any) -> list[object]:
             raise ImageNotFound(f"not found in repository {self.repository!r}: v1-arm64")
 
     monkeypatch.setattr(manifest_stitcher.ecr, "EcrRegistry", Recording)

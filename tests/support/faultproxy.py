@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -73,16 +74,39 @@ class FaultProxy:
     latency: float = 0.0
     """Seconds added before answering each request (one round trip's worth)."""
     seen: list[str] = field(default_factory=list)
+    timeline: list[tuple[float, float]] = field(default_factory=list)
+    """(start, end) of each answered request, monotonic seconds, in order of ending."""
     body_bytes_sent: int = 0
     host: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: threading.Event = field(default_factory=threading.Event)
+
+    def round_trips(self, since: int = 0) -> int:
+        """Waves of requests in ``timeline[since:]``: a request that starts after every
+        earlier one ended begins a new round trip; overlapping ones share one."""
+        waves, end = 0, float("-inf")
+        for start, stop in sorted(self.timeline[since:]):
+            if start >= end:
+                waves += 1
+                end = stop
+            else:
+                end = max(end, stop)
+        return waves
 
     def fault_for(self, line: str) -> Fault | None:
         """The first fault that applies to ``METHOD path``."""
         with self.lock:
             self.seen.append(line)
             return next((f for f in self.faults if f.applies(line)), None)
+
+
+class _NoDelayConnection(http.client.HTTPConnection):
+    """http.client, without Nagle's algorithm (see ``_Handler.disable_nagle_algorithm``)."""
+
+    def connect(self) -> None:
+        """Connect, then send small writes at once."""
+        super().connect()
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class _Server(ThreadingHTTPServer):
@@ -94,6 +118,13 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # A TLS hello to this plain-HTTP proxy gets an HTTP error with a status line, so
+    # that clients trying TLS first (docker --insecure) fall back to HTTP as they do
+    # with a real registry.
+    default_request_version = "HTTP/1.0"
+    # Headers and body go out as two writes; with Nagle's algorithm the second waits
+    # for the client's delayed ACK (40 ms on Linux), which a real registry never adds.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet."""
@@ -117,6 +148,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle()
 
     def _handle(self) -> None:
+        started = time.monotonic()
+        try:
+            self._answer()
+        finally:
+            with self.server.proxy.lock:
+                self.server.proxy.timeline.append((started, time.monotonic()))
+
+    def _answer(self) -> None:
         proxy = self.server.proxy
         length = int(self.headers.get("Content-Length") or 0)
         request_body = self.rfile.read(length) if length else None
@@ -156,28 +195,51 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(status, headers, body)
 
+    def _upstream(self) -> http.client.HTTPConnection:
+        # One kept-alive connection to the registry per client connection.
+        connection: http.client.HTTPConnection | None = getattr(self, "_connection", None)
+        if connection is None:
+            target = urlsplit(self.server.proxy.upstream)
+            connection = _NoDelayConnection(target.hostname or "", target.port, timeout=30)
+            self._connection = connection
+        return connection
+
+    def finish(self) -> None:
+        """Close the registry connection with the client's."""
+        super().finish()
+        connection = getattr(self, "_connection", None)
+        if connection is not None:
+            connection.close()
+
     def _forward(self, body: bytes | None) -> tuple[int, dict[str, str], bytes]:
         target = urlsplit(self.server.proxy.upstream)
-        connection = http.client.HTTPConnection(target.hostname or "", target.port, timeout=30)
+        connection = self._upstream()
+        headers: dict[str, str] = {}
+        for key, value in self.headers.items():
+            if key.lower() not in _HOP_BY_HOP:
+                # Repeated headers (docker sends one Accept per media type) as one list.
+                headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        headers["Host"] = target.netloc
         try:
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-            headers["Host"] = target.netloc
             connection.request(self.command, self.path, body=body, headers=headers)
             response = connection.getresponse()
             data = response.read()
-            out = {
-                k: v
-                for k, v in response.getheaders()
-                if k.lower() not in _HOP_BY_HOP and k.lower() != "date"
-            }
-            location = out.get("Location")
-            if location and location.startswith(self.server.proxy.upstream):
-                out["Location"] = location.replace(
-                    self.server.proxy.upstream, f"http://{self.server.proxy.host}", 1
-                )
-            return response.status, out, data
-        finally:
-            connection.close()
+        except (OSError, http.client.HTTPException):
+            connection.close()  # a dropped keep-alive connection: once more on a new one
+            connection.request(self.command, self.path, body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+        out = {
+            k: v
+            for k, v in response.getheaders()
+            if k.lower() not in _HOP_BY_HOP and k.lower() != "date"
+        }
+        location = out.get("Location")
+        if location and location.startswith(self.server.proxy.upstream):
+            out["Location"] = location.replace(
+                self.server.proxy.upstream, f"http://{self.server.proxy.host}", 1
+            )
+        return response.status, out, data
 
     def _send(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.send_response(status)
@@ -248,3 +310,19 @@ def serve(proxy: FaultProxy) -> Iterator[FaultProxy]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def main() -> None:
+    """``python -m tests.support.faultproxy UPSTREAM LATENCY``: a latency-only proxy in its
+    own process (for the benchmarks, so that it does not share an interpreter with the
+    client it measures); prints its ``host:port``, runs until stdin closes."""
+    import sys  # noqa: PLC0415
+
+    upstream, latency = sys.argv[1], float(sys.argv[2])
+    with serve(FaultProxy(upstream=upstream, latency=latency)) as proxy:
+        print(proxy.host, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()
