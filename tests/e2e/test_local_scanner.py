@@ -11,6 +11,7 @@ import pytest
 from botocore.stub import Stubber
 
 from localrun import scanner
+from localrun.registry import LocalRegistry
 from localrun.scanner import (
     DESCRIBE_SCAN_FINDINGS,
     DESCRIBE_SCAN_FINDINGS_RESOURCE,
@@ -19,6 +20,8 @@ from localrun.scanner import (
     SdkCallError,
     parse_scan_findings,
 )
+from manifest_stitcher.contract import OCI_INDEX, OCI_MANIFEST, Platform
+from tests.support.images import RegistryPusher, build_image, build_index
 
 ARM64 = "sha256:" + "b" * 64
 AMD64 = "sha256:" + "a" * 64
@@ -188,8 +191,6 @@ def test_field_names_round_trip_through_the_model() -> None:
 # ------------------------------------------------------------------ manifests
 
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 CHILD = "sha256:" + "c" * 64
 ATTESTATION = "sha256:" + "e" * 64
 PER_PLATFORM_INDEX = json.dumps(
@@ -271,3 +272,43 @@ def test_without_a_manifest_reader_the_call_fails_by_name() -> None:
             {"RepositoryName": "hello", "ImageIds": [{"ImageDigest": AMD64}]},
         )
     assert raised.value.error == "Ecr.ServerException"
+
+
+# ------------------------------------------------------------------ the local registry
+
+
+def test_reads_a_buildx_index_from_the_real_local_registry(
+    registry: LocalRegistry, pusher: RegistryPusher, repository: str
+) -> None:
+    """GIVEN a per-platform index as buildx pushes it (image + provenance) in the local
+    registry WHEN the gate's manifest read and scan are answered THEN the image inside
+    the index carries the platform's findings and the attestation none."""
+    image = build_image({"hello": b"arm64"}, Platform("linux", "arm64"))
+    index, children = build_index([image], attestations=True)
+    pushed = pusher.push_index(repository, index, children)
+    local = _scanner("linux/arm64=CRITICAL:1")
+    local.platforms_by_digest = {pushed: "linux/arm64"}
+    local.manifests = scanner.registry_manifest_reader(registry.url, repository)
+    result = local.answer(
+        scanner.BATCH_GET_IMAGE_RESOURCE,
+        {"RepositoryName": "hello", "ImageIds": [{"ImageDigest": pushed}]},
+    )
+    assert json.loads(result["Images"][0]["ImageManifest"])["manifests"][0]["digest"] == (
+        image.digest
+    )
+    assert result["Images"][0]["ImageManifestMediaType"] == OCI_INDEX
+    assert local.platforms_by_digest[image.digest] == "linux/arm64"
+    assert len(local.platforms_by_digest) == 2  # the attestation has no platform to scan
+    counts = local.answer(
+        DESCRIBE_SCAN_FINDINGS_RESOURCE,
+        {"RepositoryName": "hello", "ImageId": {"ImageDigest": image.digest}},
+    )["ImageScanFindings"]["FindingSeverityCounts"]
+    assert counts == {"CRITICAL": 1}
+
+
+def test_a_digest_the_local_registry_lacks_is_a_lookup_error(
+    registry: LocalRegistry, repository: str
+) -> None:
+    read = scanner.registry_manifest_reader(registry.url, repository)
+    with pytest.raises(LookupError, match="is not in the local registry"):
+        read("sha256:" + "0" * 64)

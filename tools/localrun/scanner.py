@@ -27,6 +27,7 @@ from functools import cache
 from typing import Any
 
 import botocore.session
+import requests
 from botocore.model import (
     ListShape,
     MapShape,
@@ -36,6 +37,8 @@ from botocore.model import (
     StructureShape,
 )
 from botocore.validate import ParamValidator
+
+from manifest_stitcher.contract import MANIFEST_MEDIA_TYPES, MAX_MANIFEST_BYTES
 
 SERVICE = "ecr"
 DESCRIBE_SCAN_FINDINGS = "DescribeImageScanFindings"
@@ -138,6 +141,39 @@ def add_scan_findings_argument(parser: argparse.ArgumentParser) -> None:
             f"(repeatable; severities: {', '.join(severities())}). Default: no findings."
         ),
     )
+
+
+def registry_manifest_reader(
+    base_url: str, repository: str, *, timeout: float = 10.0
+) -> ManifestReader:
+    """A :data:`ManifestReader` for ``repository`` of the OCI registry at ``base_url``.
+
+    Every read is bounded: ``timeout`` seconds per connect and read, and at most
+    ``MAX_MANIFEST_BYTES`` (what ECR's PutImage accepts) of body.
+    """
+    session = requests.Session()
+
+    def read(digest: str) -> tuple[str, str]:
+        url = f"{base_url.rstrip('/')}/v2/{repository}/manifests/{digest}"
+        with session.get(
+            url,
+            headers={"Accept": ", ".join(MANIFEST_MEDIA_TYPES)},
+            timeout=timeout,
+            stream=True,
+        ) as response:
+            if response.status_code == 404:
+                raise LookupError(f"{repository}@{digest} is not in the local registry")
+            response.raise_for_status()
+            body = response.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
+            if len(body) > MAX_MANIFEST_BYTES:
+                raise SdkCallError(
+                    "Ecr.ServerException",
+                    f"{repository}@{digest} is larger than {MAX_MANIFEST_BYTES} bytes",
+                )
+            media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+            return body.decode(), media_type
+
+    return read
 
 
 @dataclass
