@@ -112,6 +112,14 @@ class ScanGate:
     threshold: Severity | None
     """The lowest severity that fails the gate; None: nothing fails it (report only / off)."""
 
+    def __post_init__(self) -> None:
+        """Refuse a policy that fails on findings without waiting for the scans."""
+        if self.threshold is not None and not self.scans:
+            raise ValueError(
+                f"ScanGate(scans=False, threshold={self.threshold.value}) cannot fail on "
+                "findings it never waits for; use ScanGate.fail_at(...) or ScanGate.off()"
+            )
+
     @classmethod
     def fail_at(cls, severity: Severity) -> ScanGate:
         """Fail at any finding of ``severity`` or above, and when a scan fails or is late.
@@ -217,11 +225,10 @@ class VulnerabilityGate(Construct):
         :param policy: Default: ``ScanGate.fail_at(Severity.CRITICAL)``.
         :param images_path: Default: ``$.build.images`` (the pipeline's build result).
         :param result_path: Default: ``$.scanGate``.
-        :param max_wait: how long each platform's scan may take. Default: 5 minutes
-            (a basic scan on push usually finishes within a minute or two).
+        :param max_wait: how long each platform's scan may take (at most 6 hours).
+            Default: 5 minutes.
         :param poll_interval: Default: 10 seconds.
         """
-        super().__init__(scope, id)
         platforms = tuple(platforms)
         _validate(
             platforms,
@@ -231,6 +238,8 @@ class VulnerabilityGate(Construct):
             max_wait=max_wait,
             poll_interval=poll_interval,
         )
+        # Validated before the construct joins the tree, so a bad call leaves nothing behind.
+        super().__init__(scope, id)
         self.repository = repository
         """The repository whose scans the gate reads."""
         self.platforms: tuple[Platform, ...] = platforms

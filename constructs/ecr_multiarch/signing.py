@@ -77,33 +77,34 @@ class ManagedSigning(Construct):
         :param configure_registry: whether to create the registry's signing configuration.
             Default: True.
         """
-        super().__init__(scope, id)
         repositories = tuple(repositories)
+        problems: list[str] = []
         if not repositories:
-            raise ValueError(
-                "Invalid ManagedSigning: repositories is empty; expected the repositories "
-                "whose images are signed"
+            problems.append(
+                "repositories is empty; expected the repositories whose images are signed"
             )
         if signing_profile is not None and signature_validity is not None:
-            raise ValueError(
-                "Invalid ManagedSigning: signature_validity applies to a new signing profile, "
-                "but signing_profile was given too; expected one of them"
+            problems.append(
+                "signature_validity applies to a new signing profile, but signing_profile was "
+                "given too; expected one of them"
             )
-        self.configures_registry = configure_registry
-        """Whether this construct owns the registry's signing configuration."""
         others = [
             c.node.path
-            for c in Stack.of(self).node.find_all()
-            if isinstance(c, ManagedSigning)
-            and c.node.path != self.node.path
-            and getattr(c, "configures_registry", False)
+            for c in Stack.of(scope).node.find_all()
+            if isinstance(c, ManagedSigning) and getattr(c, "configures_registry", False)
         ]
         if configure_registry and others:
-            raise ValueError(
-                f"Invalid ManagedSigning: {others[0]} already configures this registry's "
-                "signing (one configuration per account and region); pass "
-                "configure_registry=False or sign all repositories with one ManagedSigning"
+            problems.append(
+                f"{others[0]} already configures this registry's signing (one configuration "
+                "per account and region); pass configure_registry=False or sign all "
+                "repositories with one ManagedSigning"
             )
+        if problems:
+            raise ValueError("Invalid ManagedSigning: " + "; ".join(problems))
+        # Validated before the construct joins the tree, so a bad call leaves nothing behind.
+        super().__init__(scope, id)
+        self.configures_registry = configure_registry
+        """Whether this construct owns the registry's signing configuration."""
         self.repositories: tuple[ecr.IRepository, ...] = repositories
         """The repositories whose images are signed."""
         self.signing_profile: signer.ISigningProfile = signing_profile or self._new_profile(
@@ -202,13 +203,13 @@ class SignatureCheck(Construct):
         :param max_wait: how long each signature may take to appear. Default: 2 minutes.
         :param poll_interval: Default: 10 seconds.
         """
-        super().__init__(scope, id)
         problems = timing_problems(max_wait, poll_interval)
         for name, path in (("index_path", index_path), ("result_path", result_path)):
             if not isinstance(path, str) or not path.startswith("$."):
                 problems.append(f"{name} {path!r} is not a JSONPath; expected e.g. '$.image'")
         if problems:
             raise ValueError("Invalid SignatureCheck: " + "; ".join(problems))
+        super().__init__(scope, id)
         self.repository = repository
         """The repository of the index and its images."""
         self.max_polls: int = math.ceil(max_wait.to_seconds() / poll_interval.to_seconds())

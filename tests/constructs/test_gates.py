@@ -416,6 +416,19 @@ def test_undefined_severity_cannot_be_a_threshold() -> None:
         ScanGate.fail_at("HIGH")  # type: ignore[arg-type]
 
 
+def test_a_refused_gate_leaves_nothing_behind() -> None:
+    stack = cdk.Stack(cdk.App(), "Refused")
+    repository = ecr.Repository(stack, "Repo")
+    with pytest.raises(ValueError, match="platforms is empty"):
+        VulnerabilityGate(stack, "Gate", repository=repository, platforms=[])
+    assert stack.node.try_find_child("Gate") is None
+
+
+def test_a_policy_cannot_fail_on_scans_it_does_not_wait_for() -> None:
+    with pytest.raises(ValueError, match=r"cannot fail on findings it never waits for"):
+        ScanGate(scans=False, threshold=Severity.HIGH)
+
+
 def test_policies_describe_themselves() -> None:
     assert ScanGate.fail_at(Severity.CRITICAL).describe() == "fail at CRITICAL or above"
     assert ScanGate.report_only().describe() == "report only"
