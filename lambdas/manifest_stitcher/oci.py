@@ -31,12 +31,10 @@ is gone.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import threading
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import grammar
 from .contract import (
@@ -59,6 +57,9 @@ from .errors import (
 from .oci_auth import PASSWORD_ENV, USERNAME_ENV, Auth, Credentials
 from .transport import Deadline, Reply, TlsError, Transport, concurrently
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 __all__ = ["ACCEPT", "OciRegistry", "RegistryAccessDenied", "is_ecr_host", "is_loopback"]
 
 ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
@@ -78,12 +79,20 @@ def is_loopback(host: str) -> bool:
         name = name[1 : name.find("]")]
     elif name.count(":") == 1:
         name = name.split(":", 1)[0]
-    if name == "localhost":
+    # Literal checks rather than the ipaddress module: it costs the command line's
+    # start-up more than the whole check is worth.
+    if name in ("localhost", "::1"):
         return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    return _is_ipv4_loopback(name.removeprefix("::ffff:"))
+
+
+def _is_ipv4_loopback(name: str) -> bool:
+    parts = name.split(".")
+    return (
+        len(parts) == 4
+        and parts[0] == "127"
+        and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts)
+    )
 
 
 def is_ecr_host(host: str) -> bool:

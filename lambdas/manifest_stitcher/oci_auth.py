@@ -21,13 +21,15 @@ import re
 import subprocess
 import threading
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from . import grammar
 from .errors import InvalidStitchRequest, RegistryAccessDenied, RegistryUnavailable
 from .transport import Transport
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 USERNAME_ENV = "ECR_MULTIARCH_USERNAME"
 PASSWORD_ENV = "ECR_MULTIARCH_PASSWORD"  # noqa: S105 - the name of a variable, not a secret
@@ -118,6 +120,9 @@ class Credentials:
         return username, password
 
     def _config_path(self) -> Path:
+        # pathlib only when a registry asks for credentials: start-up time of the CLI.
+        from pathlib import Path  # noqa: PLC0415
+
         if self._docker_config is not None:
             return self._docker_config
         folder = os.environ.get("DOCKER_CONFIG")

@@ -28,7 +28,6 @@ urllib3's back-off and ``Retry-After`` sleeps do not know the deadline.
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import os
 import ssl
@@ -286,6 +285,8 @@ class Transport:
             try:
                 seconds = float(value)
             except ValueError:
+                import email.utils  # noqa: PLC0415 - only for a Retry-After given as a date
+
                 try:
                     when = email.utils.parsedate_to_datetime(value)
                     seconds = when.timestamp() - time.time()
