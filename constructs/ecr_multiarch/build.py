@@ -506,8 +506,8 @@ class PlatformBuild(Construct):
         )
         start.source_version = (source_version or commit) if check_out else None
         # Only what passes by itself: CodeBuild.AWSCodeBuildException, the base class of every
-        # CodeBuild error, would retry invalid input too (docs/aws-assumptions.md
-        # #codebuild-start-build-errors).
+        # CodeBuild error, would retry invalid input too.
+        # docs/aws-assumptions.md#codebuild-start-build-errors
         start.add_retry(
             errors=[
                 "CodeBuild.AccountLimitExceededException",
