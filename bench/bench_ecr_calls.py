@@ -8,6 +8,12 @@ number of round trips whatever n is:
 
     BatchGetImage  ->  (GetDownloadUrlForLayer -> GET) x n in parallel  ->  PutImage x t
 
+For n children that are buildx indexes (an image and its attestation each) the
+entries are read with one more BatchGetImage and checked against their bytes;
+their platforms come from the indexes, so no config is read:
+
+    BatchGetImage  ->  BatchGetImage (the 2n entries)  ->  PutImage x t
+
 The ECR API is botocore's Stubber (every request and response validated
 against the real API model) with a hook that sleeps 50 ms per call; the
 pre-signed blob URLs point at a loopback HTTP server that sleeps 50 ms per GET.
@@ -35,7 +41,7 @@ from tests.lambdas.ecr_stubs import (
     ecr_client,
     image_entry,
 )
-from tests.support.images import Image, build_image
+from tests.support.images import Image, build_image, build_index
 
 LATENCY = 0.050
 TAGS = ("3f2a1bc", "latest")
@@ -49,8 +55,9 @@ def images(n: int) -> list[Image]:
     return [build_image({"app": f"{p}".encode()}, p) for p in platforms]
 
 
-def run(n: int, *, known_platforms: bool) -> tuple[dict[str, int], float, int]:
-    """One stitch of n children; returns (calls per operation, seconds, blob GETs)."""
+def run(n: int, *, kind: str) -> tuple[dict[str, int], float, int]:
+    """One stitch of n children (``unknown``/``given`` platforms, or ``buildx`` indexes);
+    returns (calls per operation, seconds, blob GETs)."""
     children = images(n)
     client = ecr_client(max_pool_connections=64)
     blobs = BlobServer(delay=LATENCY)
@@ -61,21 +68,32 @@ def run(n: int, *, known_platforms: bool) -> tuple[dict[str, int], float, int]:
 
     client.meta.events.register("before-parameter-build.ecr.*", slow)
     calls = count_calls(client)
-    event = {
-        "repositoryName": "hello",
-        "tags": list(TAGS),
-        "images": [
-            {"digest": i.digest, **({"platform": i.platform.to_json()} if known_platforms else {})}
+    indexes = [build_index([image], attestations=True) for image in children]
+    if kind == "buildx":
+        asked = [{"digest": index.digest} for index, _entries in indexes]
+    else:
+        asked = [
+            {"digest": i.digest, **({"platform": i.platform.to_json()} if kind == "given" else {})}
             for i in children
             if i.platform is not None
-        ],
-    }
+        ]
+    event = {"repositoryName": "hello", "tags": list(TAGS), "images": asked}
     with blobs.running(), ConcurrentStubber(client) as stub:
-        stub.add_response(
-            "batch_get_image",
-            {"images": [image_entry(i) for i in children], "failures": []},
-        )
-        if not known_platforms:
+        if kind == "buildx":
+            stub.add_response(
+                "batch_get_image",
+                {"images": [image_entry(index) for index, _ in indexes], "failures": []},
+            )
+            entries = sorted((e for _, es in indexes for e in es), key=lambda e: e.digest)
+            stub.add_response(
+                "batch_get_image", {"images": [image_entry(e) for e in entries], "failures": []}
+            )
+        else:
+            stub.add_response(
+                "batch_get_image",
+                {"images": [image_entry(i) for i in children], "failures": []},
+            )
+        if kind == "unknown":
             for image in children:
                 config = image.blobs[0]
                 stub.add_response(
@@ -100,7 +118,7 @@ def run(n: int, *, known_platforms: bool) -> tuple[dict[str, int], float, int]:
         result = stitch(parse_request(event), registry)
         elapsed = time.perf_counter() - started
         stub.assert_no_pending_responses()
-    assert len(result.manifests) == n
+    assert len(result.manifests) == (2 * n if kind == "buildx" else n)
     return dict(calls), elapsed, len(blobs.gets)
 
 
@@ -113,26 +131,27 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    for known in (False, True):
+    for kind in ("unknown", "given", "buildx"):
         for n in (2, 8, 32):
-            run(n, known_platforms=known)  # warm-up: model loading, thread start
-            calls, elapsed, gets = run(n, known_platforms=known)
+            run(n, kind=kind)  # warm-up: model loading, thread start
+            calls, elapsed, gets = run(n, kind=kind)
             batch = calls.get("BatchGetImage", 0)
             urls = calls.get("GetDownloadUrlForLayer", 0)
             puts = calls.get("PutImage", 0)
-            assert batch == 1, calls
-            assert urls == (0 if known else n), calls
+            assert batch == (2 if kind == "buildx" else 1), calls
+            assert urls == (n if kind == "unknown" else 0), calls
             assert puts == len(TAGS), calls
             serial = (sum(calls.values()) + gets) * LATENCY
             print(
-                f"{n:>3} {'given' if known else 'unknown':>9} {batch:>8} {urls:>6} {gets:>4} "
+                f"{n:>3} {kind:>9} {batch:>8} {urls:>6} {gets:>4} "
                 f"{puts:>4} {sum(calls.values()):>5} {elapsed * 1000:>8.0f} "
                 f"{elapsed / LATENCY:>11.1f} {serial * 1000:>7.0f}ms"
             )
     print(
         "round trips = wall time / 50 ms. Reading is 3 whatever n (BatchGetImage, then every\n"
-        "GetDownloadUrlForLayer -> GET in parallel), 1 without configs; writing adds one\n"
-        f"PutImage per tag, in tag order (t = {len(TAGS)}): expected 3 + t unknown, 1 + t given."
+        "GetDownloadUrlForLayer -> GET in parallel), 1 without configs, 2 for buildx indexes\n"
+        "(their entries are checked); writing adds one PutImage per tag, in tag order\n"
+        f"(t = {len(TAGS)}): expected 3 + t unknown, 1 + t given, 2 + t buildx."
     )
 
 
