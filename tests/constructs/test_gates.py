@@ -38,6 +38,7 @@ from manifest_stitcher.contract import MANIFEST_MEDIA_TYPES, OCI_CONFIG, OCI_IND
 
 from . import local_sfn, sfn_script
 from .asl import all_states, resolve, state_machine_definitions
+from .lint import cfn_lint
 
 AMD64 = "sha256:" + "a" * 64
 ARM64 = "sha256:" + "b" * 64
@@ -113,6 +114,7 @@ def _stack(app: cdk.App, env: cdk.Environment | None = None) -> tuple[cdk.Stack,
     caught.add_catch(handled, errors=[GATE_ERROR], result_path="$.failure")
     gates["Caught"] = caught
     _machine(stack, "Caught", caught.state)
+    RegistryScanning(stack, "Scanning", repositories=[repository], enhanced=True)
     return stack, Synth(stack, Template.from_stack(stack), {}, gates, repository)
 
 
@@ -851,3 +853,11 @@ def test_the_local_stand_in_drives_the_gate(
     assert execution.error == error, execution.cause
     if error is None:
         assert {p["outcome"] for p in execution.output["scanGate"]["platforms"]} == {"SCANNED"}
+
+
+def test_the_template_passes_cfn_lint(tmp_path: Path) -> None:
+    app = cdk.App(outdir=str(tmp_path))
+    _stack(app)
+    app.synth()
+    result = cfn_lint(tmp_path / "GateTest.template.json")
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -30,6 +30,7 @@ from localrun import scanner
 
 from . import local_sfn, sfn_script
 from .asl import resolve, state_machine_definitions
+from .lint import cfn_lint
 
 INDEX = "sha256:" + "d" * 64
 AMD64 = "sha256:" + "a" * 64
@@ -460,3 +461,11 @@ def _every_state(states: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if "ItemProcessor" in state:
             found.update(_every_state(state["ItemProcessor"]["States"]))
     return found
+
+
+def test_the_template_passes_cfn_lint(tmp_path: Path) -> None:
+    app = cdk.App(outdir=str(tmp_path))
+    _stack(app)
+    app.synth()
+    result = cfn_lint(tmp_path / "SigningTest.template.json")
+    assert result.returncode == 0, result.stdout + result.stderr
