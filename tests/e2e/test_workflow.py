@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import tarfile
 import threading
 from pathlib import Path
@@ -382,3 +383,71 @@ def test_faults_for_a_platform_the_workflow_does_not_build_are_refused(
         local_run.execute(
             start(local_run, commit), faults=Faults(fail_builds={"linux/s390x": "boom"})
         )
+
+
+def test_two_executions_of_one_commit_at_once_publish_one_index(
+    local_run: LocalWorkflowRun, commit: str, tmp_path: Path
+) -> None:
+    # GIVEN a second run of the same workflow on the same registry, behind the same ECR
+    # rules (ECR refuses the second push of an immutable per-platform tag), whose builds
+    # run on an engine of their own as each CodeBuild build has its own dockerd
+    with (
+        PrivateEngine() as other_engine,
+        LocalWorkflowRun(
+            local_run.workflow,
+            local_run.registry,
+            engine=other_engine,
+            front=local_run.front,
+            workdir=tmp_path / "other",
+            retry_interval_ms=50,
+        ) as other,
+    ):
+        other.warm_up()
+        runs = [local_run, other]
+        inputs = [start(run, commit) for run in runs]
+        reports: dict[int, ExecutionReport] = {}
+        threads = [
+            threading.Thread(target=lambda i=i: reports.update({i: runs[i].execute(inputs[i])}))
+            for i in range(2)
+        ]
+
+        # WHEN a push of the commit starts both at once
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+
+    # THEN both succeed with the same index: each platform's later push was refused, and its
+    # build used the image the other execution had pushed
+    assert len(reports) == 2
+    assert all(r.succeeded for r in reports.values()), [
+        (r.error, r.cause) for r in reports.values()
+    ]
+    first, second = (stitched(reports[i]) for i in range(2))
+    assert first["digest"] == second["digest"] == manifest(local_run, commit[:7])[1]
+    logs = [
+        Path(b["Logs"]["DeepLink"].removeprefix("file://")).read_text()
+        for r in reports.values()
+        for b in r.builds
+    ]
+    # (the buildspec echoes this line when its push was refused and it took the image there)
+    took_theirs = {
+        tag
+        for log in logs
+        for tag in re.findall(r"^(\S+) was pushed meanwhile as sha256:", log, re.M)
+    }
+    refused = {
+        t.split(":", 1)[1] for t in local_run.front.refused if t.endswith(("-amd64", "-arm64"))
+    }
+    assert refused == took_theirs
+    # Each platform was built once or found: never two different images under one tag.
+    for platform in ("amd64", "arm64"):
+        exported = {
+            v["Value"]
+            for r in reports.values()
+            for b in r.builds
+            if b["platform"].endswith(platform)
+            for v in b["ExportedEnvironmentVariables"]
+            if v["Name"] == "IMAGE_DIGEST"
+        }
+        assert exported == {manifest(local_run, f"{commit[:7]}-{platform}")[1]}

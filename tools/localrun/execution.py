@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Any
 
 from .builder import BuildFailed, BuildFaults, BuildspecError, LocalCodeBuild
+from .ecr_front import RegistryFront, tag_rules
 from .engine import PrivateEngine
 from .function import FunctionError, LocalFunction
 from .registry import LocalRegistry
@@ -270,6 +271,7 @@ class LocalWorkflowRun:
         registry: LocalRegistry,
         *,
         engine: PrivateEngine,
+        front: RegistryFront | None = None,
         source_dir: Path = PROJECT_ROOT,
         workdir: Path | None = None,
         project_dir: Path = PROJECT_ROOT,
@@ -286,11 +288,15 @@ class LocalWorkflowRun:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.engine = engine
-        # The builds push to the repository's ECR host; the engine sends it to this registry.
-        engine.route_ecr(registry.host)
+        # Every writer goes through ECR's tag rules, as in ECR (one front for every run that
+        # shares the registry, so that their pushes meet the same rules at the same time).
+        self._own_front = front is None
+        self.front = front or RegistryFront(registry.host, tag_rules(workflow.resolver))
+        # The builds push to the repository's ECR host; the engine sends it to the registry.
+        engine.route_ecr(self.front.host)
         engine.prepare(self.platforms)
         self.codebuild = LocalCodeBuild(
-            registry_host=registry.host,
+            registry_host=self.front.host,
             source_dir=source_dir,
             workdir=workdir / "codebuild",
             engine=engine,
@@ -395,7 +401,7 @@ class LocalWorkflowRun:
                     spec,
                     environment={
                         "STITCHER_REGISTRY": "oci",
-                        "STITCHER_REGISTRY_HOST": self.registry.host,
+                        "STITCHER_REGISTRY_HOST": self.front.host,
                         "STITCHER_INSECURE": "true",
                     },
                     log_path=self.workdir / f"lambda-{spec.logical_id}.log",
@@ -548,6 +554,8 @@ class LocalWorkflowRun:
         self._functions.clear()
         self._server.shutdown()
         self._server.server_close()
+        if self._own_front:
+            self.front.close()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
