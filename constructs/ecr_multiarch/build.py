@@ -153,6 +153,11 @@ class PlatformBuildOptions:
         for a ``docker-container`` buildx builder, pinned by digest. Default: none; the build
         uses buildx's ``docker`` driver on the build's own dockerd, switched to the
         containerd image store, and needs no BuildKit image.
+    :param sbom_generator: an SBOM generator image (BuildKit's SBOM generator protocol:
+        docker/buildkit-syft-scanner mirrored where you control it), pinned by digest. When
+        given, each image gets an SPDX SBOM attestation (``--sbom=generator=<image>``),
+        which the stitcher keeps after its image like provenance. Default: none, no SBOM
+        (BuildKit's own default generator is pulled from Docker Hub by tag).
     :param test_command: a bash command each build runs after its push, against the image it
         pushed (``IMAGE_REF=<repository>@<digest>``, ``DOCKER_DEFAULT_PLATFORM`` set to the
         platform, so ``docker run "$IMAGE_REF"`` runs that platform's image, under QEMU for an
@@ -170,6 +175,7 @@ class PlatformBuildOptions:
     compute_type: codebuild.ComputeType | None = None
     binfmt_image: HelperImage | str | None = None
     buildkit_image: HelperImage | str | None = None
+    sbom_generator: HelperImage | str | None = None
     test_command: str | None = None
 
     def __post_init__(self) -> None:
@@ -178,7 +184,7 @@ class PlatformBuildOptions:
         problems = _option_problems(self)
         if problems:
             raise ValueError("PlatformBuildOptions: " + "; ".join(problems))
-        for name in ("binfmt_image", "buildkit_image"):
+        for name in _HELPER_IMAGE_OPTIONS:
             value = getattr(self, name)
             if isinstance(value, str):
                 object.__setattr__(self, name, HelperImage(reference=value))
@@ -194,9 +200,18 @@ class PlatformBuildOptions:
         return self.buildkit_image if isinstance(self.buildkit_image, HelperImage) else None
 
     @property
+    def sbom(self) -> HelperImage | None:
+        """``sbom_generator`` as a HelperImage, or None."""
+        return self.sbom_generator if isinstance(self.sbom_generator, HelperImage) else None
+
+    @property
     def helper_images(self) -> tuple[HelperImage, ...]:
         """Every helper image these options name."""
-        return tuple(image for image in (self.binfmt, self.buildkit) if image is not None)
+        images = (self.binfmt, self.buildkit, self.sbom)
+        return tuple(image for image in images if image is not None)
+
+
+_HELPER_IMAGE_OPTIONS = ("binfmt_image", "buildkit_image", "sbom_generator")
 
 
 def _option_problems(options: PlatformBuildOptions) -> list[str]:
@@ -204,7 +219,7 @@ def _option_problems(options: PlatformBuildOptions) -> list[str]:
     problems = _check_sources(
         options.dockerfile, options.context, options.target, options.build_args
     )
-    for name in ("binfmt_image", "buildkit_image"):
+    for name in _HELPER_IMAGE_OPTIONS:
         value = getattr(options, name)
         if value is not None and not isinstance(value, HelperImage):
             problems.extend(helper_image_problems(name, value))
@@ -241,7 +256,8 @@ class PlatformBuild(Construct):
     registers QEMU for an emulated platform, runs ``docker buildx build --platform
     $TARGET_PLATFORM --push`` with the registry cache ``<repo>:buildcache-<slug>``
     (``buildcache-<slug>-tag`` for git-tag builds, which only read the branch cache), keeps
-    provenance, tags the image ``<commit>-<slug>``, pins the cache manifest, runs the
+    provenance (and an SBOM with ``sbom_generator``), tags the image ``<commit>-<slug>``,
+    pins the cache manifest, runs the
     ``test_command`` against the pushed image, and exports ``IMAGE_DIGEST``,
     ``IMAGE_TAGS``, ``SOURCE_COMMIT``, ``IMAGE_TAG`` and ``CACHE_PINNED``. When
     ``<commit>-<slug>`` is already in the repository (a re-run), it exports that image's
@@ -277,6 +293,7 @@ class PlatformBuild(Construct):
         provenance: bool | None = None,
         binfmt_image: HelperImage | str | None = None,
         buildkit_image: HelperImage | str | None = None,
+        sbom_generator: HelperImage | str | None = None,
         timeout: Duration | None = None,
         test_command: str | None = None,
     ) -> None:
@@ -315,6 +332,7 @@ class PlatformBuild(Construct):
                 "provenance": provenance,
                 "binfmt_image": binfmt_image,
                 "buildkit_image": buildkit_image,
+                "sbom_generator": sbom_generator,
                 "timeout": timeout,
                 "test_command": test_command,
             }.items()
@@ -358,7 +376,7 @@ class PlatformBuild(Construct):
                 build_args=options.build_args,
             )
         )
-        binfmt, buildkit = options.binfmt, options.buildkit
+        binfmt, buildkit, sbom = options.binfmt, options.buildkit, options.sbom
         self.project: codebuild.Project = codebuild.Project(
             self,
             "Resource",
@@ -382,6 +400,7 @@ class PlatformBuild(Construct):
                     "QEMU_ARCH": chosen.qemu_arch or "",
                     "BINFMT_IMAGE": binfmt.reference if binfmt and chosen.qemu_arch else "",
                     "BUILDKIT_IMAGE": buildkit.reference if buildkit else "",
+                    "SBOM_GENERATOR": sbom.reference if sbom else "",
                     "PROVENANCE": "true" if options.provenance else "false",
                     "TEST_COMMAND": options.test_command or "",
                     "CACHE_TAG_PREFIX": CACHE_TAG_PREFIX,
@@ -613,6 +632,7 @@ def default_build_spec(
         f"type=registry,ref={cache_ref},mode=max,image-manifest=true,oci-mediatypes=true"
         ",ignore-error=true",
         '--provenance="$PROVENANCE"',
+        '${SBOM_GENERATOR:+--sbom "generator=$SBOM_GENERATOR"}',
         '--label "org.opencontainers.image.revision=$SOURCE_COMMIT"',
         '--tag "$IMAGE_REPO_URI:$IMAGE_TAG"',
         '--metadata-file "$METADATA_FILE"',
@@ -638,7 +658,7 @@ def default_build_spec(
                     'echo "Building $TARGET_PLATFORM of $SOURCE_COMMIT as $IMAGE_TAG;'
                     ' index tags: $IMAGE_TAGS; build cache: $CACHE_TAG"',
                     'EXPORTS="$(python3 "$HELPER" registries "$IMAGE_REPO_URI" "$BINFMT_IMAGE"'
-                    ' "$BUILDKIT_IMAGE")" || exit 1\neval "$EXPORTS"\n'
+                    ' "$BUILDKIT_IMAGE" "$SBOM_GENERATOR")" || exit 1\neval "$EXPORTS"\n'
                     'METADATA_FILE="$HELPER_DIR/metadata.json"; CACHE_PINNED=""',
                     # The image repository's registry, and those of helper images in ECR.
                     "for LOGIN in $LOGINS; do\n"

@@ -35,6 +35,11 @@ MIRROR_URI = "210987654321.dkr.ecr.us-east-1.amazonaws.com/mirror/binfmt"
 BINFMT_DIGEST = "sha256:" + "b" * 64
 BUILDKIT = "registry.example.com/mirror/buildkit:v0.20.1@sha256:" + "c" * 64
 TEST_COMMAND = 'docker run --rm "$IMAGE_REF" /hello-check'
+# docker/buildkit-syft-scanner:1.3 (its index digest on Docker Hub), as mirrored by a user.
+SBOM_GENERATOR = (
+    "registry.example.com/mirror/buildkit-syft-scanner:1.3"
+    "@sha256:76b6253d4b939dc63cc2b7ca4221652b55954760ac7ad9a4d8517f37f4ebdd0e"
+)
 # What the fake ECR holds under the moving cache tag: a cache manifest, as its bytes.
 CACHE_MANIFEST = json.dumps(
     {
@@ -78,7 +83,7 @@ def synth() -> dict[str, Any]:
         "BuildArm64",
         repository=repo,
         platform=Platform.LINUX_ARM64,
-        options=PlatformBuildOptions(test_command=TEST_COMMAND),
+        options=PlatformBuildOptions(test_command=TEST_COMMAND, sbom_generator=SBOM_GENERATOR),
     )
     armv7 = PlatformBuild(
         stack,
@@ -256,7 +261,7 @@ def test_no_docker_hub_image_and_a_digest_on_every_helper_image(synth: dict, pre
     assert "docker run" not in bash
     assert "docker pull" not in bash
     variables = project_env(synth, prefix)
-    for name in ("BINFMT_IMAGE", "BUILDKIT_IMAGE"):
+    for name in ("BINFMT_IMAGE", "BUILDKIT_IMAGE", "SBOM_GENERATOR"):
         assert variables[name] == "" or DIGEST_REFERENCE.match(variables[name]), variables[name]
 
 
@@ -456,6 +461,27 @@ def test_docker_container_builder_runs_the_pinned_buildkit_image(
         f" --driver-opt image={BUILDKIT}"
     )
     assert docker[1].startswith("docker buildx build --builder ecr-multiarch")
+
+
+def test_an_sbom_attestation_comes_from_the_pinned_generator(
+    synth: dict, fakes: Path, tmp_path: Path
+) -> None:
+    # docs/aws-assumptions.md#buildkit-sbom-generator
+    result, calls, _ = run_buildspec(
+        synth, "BuildArm64", fakes, tmp_path, ("pre_build", "build"), COMMIT_SHA=COMMIT
+    )
+    assert result.returncode == 0, result.stderr
+    (build,) = [c for c in calls if c.startswith("docker buildx build")]
+    assert f"--provenance=true --sbom generator={SBOM_GENERATOR} --label" in build
+
+
+def test_no_sbom_without_a_generator(synth: dict, fakes: Path, tmp_path: Path) -> None:
+    result, calls, _ = run_buildspec(
+        synth, "BuildAmd64", fakes, tmp_path, ("pre_build", "build"), COMMIT_SHA=COMMIT
+    )
+    assert result.returncode == 0, result.stderr
+    (build,) = [c for c in calls if c.startswith("docker buildx build")]
+    assert "--sbom" not in build
 
 
 def test_cache_pin_reads_the_manifest_from_a_file(synth: dict, fakes: Path, tmp_path: Path) -> None:
@@ -970,6 +996,7 @@ def test_options_report_every_problem_at_once() -> None:
             compute_type=codebuild.ComputeType.LAMBDA_4GB,
             binfmt_image="public.ecr.aws/eks-distro-build-tooling/binfmt-misc:qemu-v7.0.0",
             buildkit_image="moby/buildkit:buildx-stable-1",
+            sbom_generator="docker/buildkit-syft-scanner:1.3",
             test_command="  ",
         )
     message = str(raised.value)
@@ -983,6 +1010,7 @@ def test_options_report_every_problem_at_once() -> None:
         "binfmt_image 'public.ecr.aws/eks-distro-build-tooling/binfmt-misc:qemu-v7.0.0' must be"
         " pinned by digest",
         "buildkit_image 'moby/buildkit:buildx-stable-1' must be pinned by digest",
+        "sbom_generator 'docker/buildkit-syft-scanner:1.3' must be pinned by digest",
         "test_command '  ' must be a non-empty bash command",
     ):
         assert part in message
