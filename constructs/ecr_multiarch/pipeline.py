@@ -23,7 +23,8 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 from manifest_stitcher import grammar
 
-from .build import PlatformBuild
+from .build import MAX_TIMEOUT as MAX_BUILD_TIMEOUT
+from .build import PlatformBuild, PlatformBuildOptions
 from .nag import acknowledge, acknowledge_resource
 from .platform import Platform
 from .repository import CACHE_TAG_PREFIX, MultiArchRepository
@@ -89,10 +90,11 @@ class MultiArchImagePipeline(Construct):
         platforms: Sequence[Platform] = _DEFAULT_PLATFORMS,
         repository: ecr.IRepository | None = None,
         repository_name: str | None = None,
-        dockerfile: str = "Dockerfile",
-        context: str = ".",
+        build_options: PlatformBuildOptions | None = None,
+        dockerfile: str | None = None,
+        context: str | None = None,
         target: str | None = None,
-        build_args: dict[str, str] | None = None,
+        build_args: Mapping[str, str] | None = None,
         buildspec: codebuild.BuildSpec | None = None,
         commit_length: int = 7,
         default_branch: str | None = None,
@@ -115,7 +117,13 @@ class MultiArchImagePipeline(Construct):
             the ``extra_tags`` mutable, retained on stack deletion).
         :param repository_name: the name of the repository the pipeline creates (not
             with ``repository``). Default: a name CloudFormation generates.
-        :param dockerfile: Default: ``Dockerfile`` (relative to the checked-out source).
+        :param build_options: how every platform's image is built (``PlatformBuildOptions``:
+            Dockerfile, context, build args, buildspec, timeout, compute type, helper images
+            such as the ``binfmt_image`` an emulated platform needs, a test command), handed
+            to each ``PlatformBuild`` unchanged. Default: ``PlatformBuildOptions()``, or one
+            made of the shorthand props below.
+        :param dockerfile: shorthand for ``PlatformBuildOptions(dockerfile=...)`` (not with
+            ``build_options``, as for the props up to ``buildspec``). Default: ``Dockerfile``.
         :param context: the build context directory. Default: ``.`` (the source root).
         :param target: the Dockerfile stage to build. Default: the last stage.
         :param build_args: ``--build-arg`` values. Default: none.
@@ -130,8 +138,9 @@ class MultiArchImagePipeline(Construct):
         :param notification_topic: where failures and the alarm are sent.
             Default: a new SNS topic that only accepts TLS.
         :param event_bus: where the image event goes. Default: the account's default bus.
-        :param timeout: the execution timeout (up to 365 days). Default: 2 hours, or 4 hours
-            with an emulated platform (its build may take up to 3 hours).
+        :param timeout: the execution timeout (up to 365 days). Default: an hour more than the
+            longest build may take (the builds' ``timeout``, or 1 hour native and 3 hours
+            emulated): 2 hours, or 4 hours with an emulated platform.
         :param log_retention: how long execution logs are kept. Default: three months.
         :param stitcher_powertools_layer: the Powertools layer of the stitcher (needed in the
             China and GovCloud partitions). Default: the public layer of the Powertools release
@@ -139,6 +148,14 @@ class MultiArchImagePipeline(Construct):
         """
         platforms = tuple(platforms)
         extra_tags = tuple(extra_tags)
+        options, option_problems = _build_options(
+            build_options,
+            dockerfile=dockerfile,
+            context=context,
+            target=target,
+            build_args=build_args,
+            buildspec=buildspec,
+        )
         source_branch = source.default_branch if isinstance(source, Source) else ""
         branch = default_branch if default_branch is not None else source_branch
         _validate(
@@ -150,10 +167,12 @@ class MultiArchImagePipeline(Construct):
             timeout=timeout,
             repository=repository,
             repository_name=repository_name,
-            layer_problems=(
-                powertools_layer_problems(scope) if stitcher_powertools_layer is None else []
-            ),
+            more_problems=[
+                *option_problems,
+                *(powertools_layer_problems(scope) if stitcher_powertools_layer is None else []),
+            ],
         )
+        assert options is not None  # no problems, so the options were made
         # Validated before the construct joins the tree, so a bad call leaves nothing behind.
         super().__init__(scope, id)
         self.source = source
@@ -188,11 +207,7 @@ class MultiArchImagePipeline(Construct):
                 repository=self.repository,
                 platform=platform,
                 source=source.build_source,
-                dockerfile=dockerfile,
-                context=context,
-                target=target,
-                build_args=build_args,
-                buildspec=buildspec,
+                options=options,
                 commit_length=commit_length,
                 default_branch=branch,
                 extra_tags=extra_tags,
@@ -227,10 +242,9 @@ class MultiArchImagePipeline(Construct):
             "StateMachine",
             definition_body=sfn.DefinitionBody.from_chainable(self._definition()),
             state_machine_type=sfn.StateMachineType.STANDARD,
-            # Longer than the slowest build's own timeout (1 hour native, 3 hours emulated),
-            # so that a build ends by its timeout, not by the execution's.
-            timeout=timeout
-            or (Duration.hours(2) if all(p.native for p in platforms) else Duration.hours(4)),
+            # Longer than the slowest build's own timeout, so that a build ends by its
+            # timeout, not by the execution's.
+            timeout=timeout or _execution_timeout(list(self.builds.values())),
             tracing_enabled=True,
             logs=sfn.LogOptions(
                 destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
@@ -255,7 +269,7 @@ class MultiArchImagePipeline(Construct):
                 "new repository: it cannot move once set. Pass literal tags, or a repository "
                 "whose exclusions cover it.",
             )
-        if source.build_source is None and buildspec is None:
+        if source.build_source is None and options.buildspec is None:
             Annotations.of(self).add_warning_v2(
                 "ecr-multiarch:no-build-source",
                 "A source without a build source: the builds have no code to check out "
@@ -627,6 +641,42 @@ class MultiArchImagePipeline(Construct):
         )
 
 
+def _build_options(
+    build_options: PlatformBuildOptions | None, **shorthands: Any
+) -> tuple[PlatformBuildOptions | None, list[str]]:
+    """The options of every build, from ``build_options`` or the shorthand props; problems."""
+    given = {name: value for name, value in shorthands.items() if value is not None}
+    if build_options is not None:
+        if given:
+            return None, [
+                f"give build_options or {', '.join(given)}, not both (the shorthand props "
+                "are fields of PlatformBuildOptions)"
+            ]
+        if not isinstance(build_options, PlatformBuildOptions):
+            return None, [
+                f"build_options {build_options!r} is not a PlatformBuildOptions; expected "
+                "PlatformBuildOptions(dockerfile=..., ...)"
+            ]
+        return build_options, []
+    try:
+        return PlatformBuildOptions(**given), []
+    except ValueError as e:
+        return None, [str(e).removeprefix("PlatformBuildOptions: ")]
+
+
+def _execution_timeout(builds: Sequence[PlatformBuild]) -> Duration:
+    """An hour more than the longest build may take (its project's ``TimeoutInMinutes``)."""
+    minutes: list[float] = []
+    for build in builds:
+        project = build.project.node.default_child
+        value = project.timeout_in_minutes if isinstance(project, codebuild.CfnProject) else None
+        if not isinstance(value, int | float) or Token.is_unresolved(value):
+            # A token timeout: allow for the longest build CodeBuild runs.
+            value = MAX_BUILD_TIMEOUT.to_minutes()
+        minutes.append(value)
+    return Duration.minutes(max(minutes) + 60)
+
+
 def _input_help(source: Source) -> str:
     example = '{"commit": "<full commit sha>", "branch": "main", "gitTag": ""}'
     if source.source_version_path != "$.commit":
@@ -648,9 +698,9 @@ def _validate(
     timeout: Duration | None,
     repository: ecr.IRepository | None,
     repository_name: str | None = None,
-    layer_problems: Sequence[str] = (),
+    more_problems: Sequence[str] = (),
 ) -> None:
-    problems: list[str] = [*layer_problems]
+    problems: list[str] = [*more_problems]
     if repository is not None and repository_name is not None:
         problems.append(
             f"repository_name {repository_name!r} names a new repository, but repository "

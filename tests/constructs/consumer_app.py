@@ -15,18 +15,22 @@ from pathlib import Path
 import aws_cdk as cdk
 from aws_cdk import aws_codebuild as codebuild
 from aws_cdk import aws_codecommit as codecommit
+from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_s3 as s3
 from cdk_nag import AwsSolutionsChecks
 
 import ecr_multiarch
 from constructs import Construct
 from ecr_multiarch import MultiArchImagePipeline, Platform, Source
+from ecr_multiarch.build import HelperImage, PlatformBuildOptions
 
 STACK = "Consumer"
 CONNECTION_ARN = (
     "arn:aws:codeconnections:eu-west-1:123456789012:connection/0a1b2c3d-aaaa-bbbb-cccc-0123456789ab"
 )
 EMULATED = (Platform.LINUX_AMD64, Platform.LINUX_ARM64, Platform.of("linux/arm/v7"))
+# The consumer's own mirror of the QEMU installer, pinned by the digest it mirrored.
+BINFMT_DIGEST = "sha256:" + "5" * 64
 
 
 class ConsumerStack(cdk.Stack):
@@ -53,6 +57,8 @@ class ConsumerStack(cdk.Stack):
             server_access_logs_bucket=access_logs,
             server_access_logs_prefix="archives/",
         )
+        mirror = ecr.Repository(self, "Mirror", repository_name="mirror/binfmt")
+        emulation = PlatformBuildOptions(binfmt_image=HelperImage.from_ecr(mirror, BINFMT_DIGEST))
         sources = {
             "FromCodeCommit": Source.code_commit(code),
             "FromGitHub": Source.connection(CONNECTION_ARN, "octo", "svc"),
@@ -66,6 +72,7 @@ class ConsumerStack(cdk.Stack):
                 source=source,
                 # One pipeline with an emulated platform; the others arm64 only (a faster synth).
                 platforms=EMULATED if name == "FromGitHub" else (Platform.LINUX_ARM64,),
+                build_options=emulation if name == "FromGitHub" else None,
             )
             for name, source in sources.items()
         }

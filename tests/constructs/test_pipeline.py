@@ -22,6 +22,7 @@ from aws_cdk.assertions import Annotations, Match, Template
 
 import ecr_multiarch
 from ecr_multiarch import MultiArchImagePipeline, Platform, Source
+from ecr_multiarch.build import PlatformBuildOptions
 from manifest_stitcher import errors
 
 from . import local_sfn
@@ -380,6 +381,36 @@ def test_china_stacks_pass_the_stitcher_its_powertools_layer() -> None:
         stack, "Hello", source=source, stitcher_powertools_layer=layer
     )
     assert pipeline.stitcher.powertools_layer is layer
+
+
+def test_build_options_reach_every_build_unchanged() -> None:
+    stack = cdk.Stack(cdk.App(), "Options")
+    options = PlatformBuildOptions(
+        dockerfile="docker/Dockerfile", context="svc", timeout=cdk.Duration.hours(5)
+    )
+    pipeline = MultiArchImagePipeline(
+        stack,
+        "Hello",
+        source=Source.manual(codebuild.Source.git_hub(owner="octo", repo="hello")),
+        build_options=options,
+    )
+    assert [build.options for build in pipeline.builds.values()] == [options, options]
+    # The execution outlasts the builds' own (longer) timeout by an hour.
+    definition = stack.resolve(
+        pipeline.state_machine.node.default_child.definition_string  # type: ignore[union-attr]
+    )
+    text = "".join(p if isinstance(p, str) else "" for p in definition["Fn::Join"][1])
+    assert '"TimeoutSeconds":21600' in text
+
+
+def test_build_options_and_their_shorthands_are_not_both_given() -> None:
+    with pytest.raises(ValueError, match=r"give build_options or dockerfile, context, not both"):
+        _pipeline(build_options=PlatformBuildOptions(), dockerfile="Dockerfile", context=".")
+
+
+def test_shorthand_build_props_are_checked_as_options() -> None:
+    with pytest.raises(ValueError, match=r"Invalid MultiArchImagePipeline: .*dockerfile"):
+        _pipeline(dockerfile="../Dockerfile")
 
 
 def test_default_timeout_outlasts_an_emulated_build() -> None:
