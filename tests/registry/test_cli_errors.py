@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -234,3 +235,22 @@ def test_no_aws_region_for_the_ecr_api_exits_2(
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     _fails(capsys, ["stitch", "--event", str(event_file)], 2,
            "InvalidStitchRequest", "AWS_REGION")  # fmt: skip
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "86401"])
+def test_a_bad_timeout_is_a_usage_error(capsys: pytest.CaptureFixture[str], value: str) -> None:
+    _fails(capsys, ["stitch", "127.0.0.1:5000/hello:v1", "--image", "a", "--timeout", value], 2,
+           "--timeout", repr(value))  # fmt: skip
+
+
+def test_the_timeout_bounds_the_whole_command(capsys: pytest.CaptureFixture[str]) -> None:
+    # A registry port that accepts connections and never answers: the listen backlog
+    # completes the TCP handshake, nothing reads the request.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        host = f"127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        _fails(capsys, ["inspect", f"{host}/hello:v1", "--timeout", "1.5"], 6,
+               "RegistryUnavailable", "deadline of 1.5 s (--timeout 1.5)")  # fmt: skip
+        assert time.monotonic() - started < 1.5 + 2
