@@ -57,7 +57,8 @@ MAX_TIMEOUT = Duration.hours(36)
 """CodeBuild's longest build timeout."""
 
 _REFERENCE = re.compile(
-    r"^(?P<name>(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9._-]+(?:/[a-z0-9._-]+)*)"
+    r"^(?P<name>(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?"
+    rf"{grammar.OCI_REPOSITORY_PATTERN.strip('^$')})"
     rf"(?::(?P<tag>{grammar.TAG_PATTERN.strip('^$')}))?"
     rf"@(?P<digest>{grammar.DIGEST_PATTERN.strip('^$')})$"
 )
