@@ -23,6 +23,9 @@ Context (``cdk synth -c key=value`` or ``cdk.json``):
   it is retained when the stack is deleted, so a redeploy needs another name or the
   old repository removed).
 - ``platforms``: comma-separated platforms (default ``linux/amd64,linux/arm64``).
+- ``binfmtImage``: the image that installs QEMU for an emulated platform such as
+  ``linux/arm/v7``, pinned by digest (``<registry>/<repository>@sha256:<hex>``); without
+  it an emulated platform gets a warning, as its build would fail.
 - ``notificationEmail``: subscribe this address to the failure notifications
   (AWS sends a confirmation mail first).
 
@@ -45,6 +48,7 @@ from cdk_nag import AwsSolutionsChecks
 
 from constructs import Construct
 from ecr_multiarch import MultiArchImagePipeline, Platform, Source
+from ecr_multiarch.build import PlatformBuildOptions
 
 HERE = Path(__file__).resolve().parent
 HELLO = HERE / "examples" / "hello"
@@ -114,7 +118,10 @@ class HelloImagePipelineStack(cdk.Stack):
             source=source,
             platforms=platforms,
             repository_name=str(self.node.try_get_context("imageRepositoryName") or "hello"),
-            context=str(self.node.try_get_context("buildContext") or default_context),
+            build_options=PlatformBuildOptions(
+                context=str(self.node.try_get_context("buildContext") or default_context),
+                binfmt_image=self.node.try_get_context("binfmtImage") or None,
+            ),
         )
 
         email = self.node.try_get_context("notificationEmail")

@@ -22,6 +22,7 @@ from .lint import cfn_lint
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAPSHOT = Path(__file__).with_name("snapshots") / "sample_app.json"
+BINFMT_IMAGE = "public.ecr.aws/eks-distro-build-tooling/binfmt-misc@sha256:" + "a" * 64
 CONNECTION_CONTEXT = {
     "connectionArn": (
         "arn:aws:codeconnections:eu-west-1:123456789012:connection/"
@@ -32,6 +33,7 @@ CONNECTION_CONTEXT = {
     "platforms": "linux/amd64,linux/arm64,linux/arm/v7",
     "branch": "develop",
     "notificationEmail": "team@example.com",
+    "binfmtImage": BINFMT_IMAGE,
 }
 
 
@@ -235,6 +237,23 @@ def test_connection_app_uses_the_connection_and_the_emulated_platform(
     (definition,) = state_machine_definitions(connection_app.template).values()
     branches = definition["States"]["BuildPlatforms"]["Branches"]
     assert [b["StartAt"] for b in branches] == ["Build amd64", "Build arm64", "Build arm-v7"]
+
+
+def test_binfmt_image_context_reaches_the_emulated_build(connection_app: Synthesized) -> None:
+    resources = connection_app.template["Resources"].values()
+    images = {
+        r["Properties"]["Description"]: {
+            v["Name"]: v.get("Value")
+            for v in r["Properties"]["Environment"]["EnvironmentVariables"]
+        }.get("BINFMT_IMAGE")
+        for r in resources
+        if r["Type"] == "AWS::CodeBuild::Project"
+    }
+    emulated = [d for d in images if "linux/arm/v7" in d]
+    assert len(emulated) == 1
+    assert images[emulated[0]] == BINFMT_IMAGE
+    stack = connection_app.app.node.find_child(sample_app.STACK_ID)
+    assert Annotations.from_stack(stack).find_warning("*", Match.any_value()) == []
 
 
 def test_notification_email_context_subscribes_to_the_topic(connection_app: Synthesized) -> None:
