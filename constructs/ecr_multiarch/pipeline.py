@@ -67,7 +67,10 @@ class MultiArchImagePipeline(Construct):
     ``extra_tags``), and publishes an EventBridge event. Any failure is sent to
     an SNS topic with the failed state, the error, the cause and a console
     link, and a CloudWatch alarm on failed or timed-out executions notifies
-    the same topic.
+    the same topic. A trigger event that cannot start an execution (after 24
+    hours of retries) is kept in the dead-letter queue ``start_failures``, whose
+    alarm notifies the topic too; ``on_image_published`` gives the rule for the
+    success event.
 
     State names (stable, other tools rely on them): ``BuildPlatforms``
     (Parallel; one branch per platform with the task ``Build <slug>``),
