@@ -244,11 +244,14 @@ def main() -> int:
     if missing:
         print(f"not installed: {', '.join(missing)} (`make setup` installs them)", file=sys.stderr)
         return 1
+    # Wall times on a shared machine move with its load; print it with the figures.
+    print(f"load average at start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
     with tempfile.TemporaryDirectory(prefix="bench-oci-") as scratch, LocalRegistry() as registry:
         pusher = RegistryPusher(registry.url)
         part_one(registry, pusher)
         print()
         part_two(registry, pusher, Path(scratch))
+    print(f"load average at end: {os.getloadavg()[0]:.1f}")
     return 0
 
 
