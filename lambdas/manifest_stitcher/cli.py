@@ -426,9 +426,15 @@ def _print_json(value: object) -> None:
 
 
 def _kind(descriptor: Descriptor) -> str:
+    from manifest_stitcher.core import (  # noqa: PLC0415 - loaded by then
+        ATTESTATION_MANIFEST,
+        REFERENCE_DIGEST,
+        REFERENCE_TYPE,
+    )
+
     annotations = descriptor.annotations or {}
-    if annotations.get("vnd.docker.reference.type") == "attestation-manifest":
-        subject = annotations.get("vnd.docker.reference.digest", "?")
+    if annotations.get(REFERENCE_TYPE) == ATTESTATION_MANIFEST:
+        subject = annotations.get(REFERENCE_DIGEST, "?")
         return f"attestation of {subject[:19]}"
     return "image"
 

@@ -5,8 +5,7 @@ and the tests use it to push real images (gzip'd tar layers, a config that
 declares its platform, correct sizes and digests) into a local registry.
 
 Pushing is a few plain HTTP calls written here because the manifest bytes must
-be sent exactly as built (their sha256 is the digest); oras' ``upload_manifest``
-re-serializes the JSON.
+be sent exactly as built (their sha256 is the digest).
 """
 
 from __future__ import annotations
@@ -23,17 +22,17 @@ from typing import Any
 import requests
 
 from manifest_stitcher.contract import (
+    DOCKER_CONFIG,
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
+    OCI_CONFIG,
     OCI_INDEX,
     OCI_MANIFEST,
     Platform,
 )
 from manifest_stitcher.core import sha256_digest
 
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 IN_TOTO = "application/vnd.in-toto+json"
 EPOCH = "1970-01-01T00:00:00Z"
