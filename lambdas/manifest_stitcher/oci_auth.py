@@ -18,7 +18,6 @@ import binascii
 import json
 import os
 import re
-import subprocess
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -175,6 +174,8 @@ class Credentials:
         # The docker-credential-helpers protocol: the server URL on stdin, JSON out.
         # `docker login` stores Docker Hub under its legacy URL, other registries by host.
         server = DOCKER_HUB_SERVER if self._host in DOCKER_HUB_HOSTS else self._host
+        import subprocess  # noqa: PLC0415 - only with a credential helper: start-up time
+
         try:
             done = subprocess.run(  # noqa: S603 - the helper the user configured
                 [f"docker-credential-{helper}", "get"],
