@@ -1,10 +1,11 @@
 """Time each step of the workflow part of `make demo` (the synthesized sample app, run locally).
 
-Synthesizes app.py once, then runs three executions against one local registry:
-a new commit (full builds), a re-run of it (the builds find their images, the
-stitch changes nothing) and another new commit. Prints the seconds of every
-state, of the CodeBuild phases of each build, of the runner's start and the
-total, and fails when a full execution exceeds the 15 s budget.
+Synthesizes app.py once, starts the local engine (real dockerd and buildx), then
+runs three executions against one local registry: a new commit (real builds), a
+re-run of it (the builds find their images, the stitch changes nothing) and
+another new commit. Prints the seconds of every state, of the CodeBuild phases
+of each build, of the runner's start and the total, and fails when a new commit
+takes 60 s or more, or a re-run 15 s or more.
 """
 
 from __future__ import annotations
@@ -15,11 +16,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from localrun.engine import PrivateEngine
 from localrun.execution import ExecutionReport, LocalWorkflowRun
 from localrun.registry import LocalRegistry
-from localrun.workflow import load_workflow, synthesize
+from localrun.workflow import PROJECT_ROOT, load_workflow, synthesize
 
-BUDGET_SECONDS = 15.0
+BUDGET_SECONDS = 60.0
+"""A new commit, real builds included."""
+RERUN_BUDGET_SECONDS = 15.0
+"""A re-run: every platform's image found, nothing rebuilt."""
+HELLO = PROJECT_ROOT / "examples" / "hello"
 
 
 def rows(report: ExecutionReport) -> dict[str, float]:
@@ -45,16 +51,25 @@ def main() -> int:
         started = time.perf_counter()
         workflow = load_workflow(synthesize(Path(tmp) / "cdk.out"))
         print(f"cdk synth + load: {time.perf_counter() - started:.2f}s (not part of the budget)")
+        started = time.perf_counter()
         with (
             LocalRegistry() as registry,
-            LocalWorkflowRun(workflow, registry, workdir=Path(tmp) / "run") as run,
+            PrivateEngine() as engine,
+            LocalWorkflowRun(workflow, registry, engine=engine, workdir=Path(tmp) / "run") as run,
         ):
+            print(
+                f"engine start + base images: {time.perf_counter() - started:.2f}s "
+                "(not part of the budget)"
+            )
             commit = secrets.token_hex(20)
             labels = ["new commit", "re-run", "new commit"]
             reports = []
             for commit_sha in (commit, commit, secrets.token_hex(20)):
                 run.warm_up()  # as the demo does: the runner is loaded before the execution
-                report = run.execute({"commit": commit_sha, "branch": "main", "gitTag": ""})
+                uploaded = run.upload_source(HELLO) or {}  # an S3 source's upload event
+                report = run.execute(
+                    {**uploaded, "commit": commit_sha, "branch": "main", "gitTag": ""}
+                )
                 if not report.succeeded:
                     print(f"execution failed: {report.error}: {report.cause}", file=sys.stderr)
                     return 1
@@ -68,9 +83,12 @@ def main() -> int:
         )
         print(f"{name:<40}{cells}")
     worst = max(tables[0]["total (workflow part)"], tables[2]["total (workflow part)"])
+    rerun = tables[1]["total (workflow part)"]
     verdict = "within" if worst < BUDGET_SECONDS else "OVER"
-    print(f"\nslowest full execution: {worst:.2f}s ({verdict} the {BUDGET_SECONDS:.0f}s budget)")
-    return 0 if worst < BUDGET_SECONDS else 1
+    print(f"\nslowest new commit: {worst:.2f}s ({verdict} the {BUDGET_SECONDS:.0f}s budget)")
+    verdict = "within" if rerun < RERUN_BUDGET_SECONDS else "OVER"
+    print(f"re-run: {rerun:.2f}s ({verdict} the {RERUN_BUDGET_SECONDS:.0f}s budget)")
+    return 0 if worst < BUDGET_SECONDS and rerun < RERUN_BUDGET_SECONDS else 1
 
 
 if __name__ == "__main__":

@@ -451,3 +451,24 @@ def test_two_executions_of_one_commit_at_once_publish_one_index(
             if v["Name"] == "IMAGE_DIGEST"
         }
         assert exported == {manifest(local_run, f"{commit[:7]}-{platform}")[1]}
+
+
+def test_a_second_commit_moves_latest_and_leaves_the_first_commits_tags(
+    local_run: LocalWorkflowRun, commit: str
+) -> None:
+    # GIVEN a commit built and published
+    first = local_run.execute(start(local_run, commit))
+    assert first.succeeded, (first.error, first.cause)
+
+    # WHEN the next commit is pushed
+    later = "f" + commit[1:] if commit[0] != "f" else "e" + commit[1:]
+    second = local_run.execute(start(local_run, later))
+
+    # THEN latest moved to the new index (latest is excluded from immutability), and the
+    # first commit's tag still holds its own index; no index tag was refused (buildx 0.13's
+    # second push of each per-platform tag is: docs/local-run.md#buildx-double-push)
+    assert second.succeeded, (second.error, second.cause)
+    assert manifest(local_run, "latest")[1] == stitched(second)["digest"]
+    assert manifest(local_run, commit[:7])[1] == stitched(first)["digest"]
+    index_tags = {f"hello:{commit[:7]}", f"hello:{later[:7]}", "hello:latest"}
+    assert index_tags.isdisjoint(local_run.front.refused)

@@ -78,7 +78,9 @@ def tag_rules(resolver: TemplateResolver) -> dict[str, TagRules]:
         filters = props.get("ImageTagMutabilityExclusionFilters") or []
         rules[resolver.physical_name(logical_id)] = TagRules(
             mutability=str(props.get("ImageTagMutability") or "MUTABLE"),
-            exclusions=tuple(str(f.get("Filter", "")) for f in filters),
+            exclusions=tuple(
+                str(f.get("ImageTagMutabilityExclusionFilterValue", "")) for f in filters
+            ),
         )
     return rules
 
