@@ -344,6 +344,8 @@ def _index_descriptor(entry: Any, *, what: str) -> Descriptor | None:
             f"{what}: mediaType {media_type!r:.80} is not a media type (the image-spec "
             "requires one on every descriptor)"
         )
+    if media_type not in IMAGE_MANIFEST_TYPES | INDEX_TYPES:
+        return None  # left out, whatever else it says: it is not written
     digest = check_digest(digest, what=what)
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise UnsupportedMediaType(f"{what} {digest}: size {size!r} is not a whole number >= 0")
@@ -352,8 +354,6 @@ def _index_descriptor(entry: Any, *, what: str) -> Descriptor | None:
             f"{what} {digest}: a nested index ({media_type}) cannot be flattened; "
             f"expected {_ACCEPTED}"
         )
-    if media_type not in IMAGE_MANIFEST_TYPES:
-        return None
     platform = entry.get("platform")
     artifact_type = entry.get("artifactType")
     where = f"{what} {digest}"
@@ -373,7 +373,7 @@ def _index_descriptors(entries: list[Any], *, what: str) -> tuple[list[Descripto
     for entry in entries:
         descriptor = _index_descriptor(entry, what=f"{what}: entry")
         if descriptor is None:
-            unknown.append(f"{entry.get('digest')} ({entry.get('mediaType')})")
+            unknown.append(f"{entry.get('digest')!s:.80} ({entry.get('mediaType')!s:.120})")
         else:
             descriptors.append(descriptor)
     if not unknown:

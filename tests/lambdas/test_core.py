@@ -704,3 +704,17 @@ def test_many_entries_over_the_limit_are_refused() -> None:
     )
     with pytest.raises(UnsupportedMediaType, match="30000 entries"):
         core.build_index(many)
+
+
+def test_an_entry_of_an_unknown_media_type_is_left_out_whatever_its_digest_says() -> None:
+    amd = image(AMD64)
+    entries = [
+        amd.manifest.descriptor(platform=AMD64.to_json()),
+        {"mediaType": "application/vnd.example+json", "digest": "sha512:" + "A" * 128, "size": 1},
+    ]
+    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
+    index = FetchedManifest(ImageRef(tag="i"), core.sha256_digest(body), OCI_INDEX, body)
+    children = core.expand_children([index])
+    assert [e.descriptor.digest for e in children.images] == [amd.digest]
+    assert "application/vnd.example+json" in children.warnings[0]
+    assert children.entry_digests == (amd.digest,)
