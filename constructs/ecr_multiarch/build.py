@@ -6,9 +6,11 @@ containerd image store), the registry cache and its pins, emulation, and the pla
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shlex
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -352,6 +354,21 @@ class PlatformBuild(Construct):
                 problems.append(str(e).removeprefix("PlatformBuildOptions: "))
         extra = tuple(extra_tags)
         problems.extend(_tag_problems(commit_length, default_branch, extra))
+        generated = None
+        if options is not None and options.buildspec is None:
+            generated = default_build_spec(
+                dockerfile=options.dockerfile,
+                context=options.context,
+                target=options.target,
+                build_args=options.build_args,
+            )
+            # As CloudFormation will render it (CDK writes JSON with an indent of 2).
+            length = len(json.dumps(generated, indent=2, ensure_ascii=False))
+            if length > MAX_BUILDSPEC_LENGTH:
+                problems.append(
+                    f"the generated buildspec has {length} characters; CodeBuild takes at most"
+                    f" {MAX_BUILDSPEC_LENGTH}: shorten the build args (or pass a buildspec)"
+                )
         if problems or options is None:
             raise ValueError(f"PlatformBuild ({platform.name}): " + "; ".join(problems))
         chosen = (
@@ -369,14 +386,7 @@ class PlatformBuild(Construct):
         """The project's CloudWatch log group."""
         self.buildspec_replaced: bool = options.buildspec is not None
         """Whether a user buildspec replaces the default one."""
-        spec = options.buildspec or codebuild.BuildSpec.from_object(
-            default_build_spec(
-                dockerfile=options.dockerfile,
-                context=options.context,
-                target=options.target,
-                build_args=options.build_args,
-            )
-        )
+        spec = options.buildspec or codebuild.BuildSpec.from_object(generated or {})
         binfmt, buildkit, sbom = options.binfmt, options.buildkit, options.sbom
         self.project: codebuild.Project = codebuild.Project(
             self,
@@ -566,7 +576,9 @@ _MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json"
 )
 
-_HEREDOC_END = "ECR_MULTIARCH_SOURCE_END"
+MAX_BUILDSPEC_LENGTH = 25_600
+"""CodeBuild refuses a project whose inline buildspec is longer ("Max buildspec length is
+25600"): docs/aws-assumptions.md#codebuild-buildspec-length."""
 
 CACHE_PIN_ATTEMPTS = 3
 """Tries to pin the build cache manifest before the build gives up pinning it (and says so)."""
@@ -588,19 +600,37 @@ def helper_sources() -> dict[str, str]:
     }
 
 
+def helper_archive() -> str:
+    """The helper's files as one base64 line: zlib-compressed JSON of path -> source.
+
+    Compressed because CodeBuild limits an inline buildspec to 25,600 characters, which the
+    sources as text would take most of; the files the build writes are these sources, byte
+    for byte.
+    """
+    packed = json.dumps(helper_sources(), sort_keys=True).encode()
+    return base64.b64encode(zlib.compress(packed, 9)).decode()
+
+
+# Unpacks the archive on standard input into the directory named by its argument.
+_UNPACK = (
+    "import base64, json, os, sys, zlib\n"
+    "files = json.loads(zlib.decompress(base64.b64decode(sys.stdin.read())))\n"
+    "for name, text in files.items():\n"
+    "    path = os.path.join(sys.argv[1], name)\n"
+    "    os.makedirs(os.path.dirname(path), exist_ok=True)\n"
+    "    with open(path, 'w') as f:\n"
+    "        f.write(text)\n"
+)
+
+
 def _write_helper_command() -> str:
     """The first command: write the helper's files into a new directory, set ``HELPER``."""
-    lines = [
-        'HELPER_DIR="$(mktemp -d)"; mkdir -p "$HELPER_DIR/manifest_stitcher"',
-        'HELPER="$HELPER_DIR/buildspec_commands.py"',
-    ]
-    for path, text in helper_sources().items():
-        if any(line == _HEREDOC_END for line in text.splitlines()):
-            raise ValueError(f"{path} holds the line {_HEREDOC_END}, which ends its here-document")
-        lines.append(
-            f"cat > \"$HELPER_DIR/{path}\" <<'{_HEREDOC_END}'\n{text.rstrip()}\n{_HEREDOC_END}"
-        )
-    return "\n".join(lines)
+    return (
+        'HELPER_DIR="$(mktemp -d)"; HELPER="$HELPER_DIR/buildspec_commands.py"\n'
+        f"python3 -c {shlex.quote(_UNPACK)} \"$HELPER_DIR\" <<'ARCHIVE'\n"
+        f"{helper_archive()}\n"
+        "ARCHIVE"
+    )
 
 
 def default_build_spec(

@@ -3,12 +3,14 @@ and the StartBuild task."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import re
 import stat
 import subprocess
+import zlib
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,12 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk.assertions import Annotations, Match, Template
 from cdk_nag import AwsSolutionsChecks
 
-from ecr_multiarch.build import HelperImage, PlatformBuild, PlatformBuildOptions
+from ecr_multiarch.build import (
+    MAX_BUILDSPEC_LENGTH,
+    HelperImage,
+    PlatformBuild,
+    PlatformBuildOptions,
+)
 from ecr_multiarch.platform import Platform
 from ecr_multiarch.repository import MultiArchRepository
 
@@ -276,12 +283,35 @@ def test_default_builder_is_the_docker_driver_on_the_containerd_image_store(synt
 
 def test_buildspec_helper_is_the_package_module_inlined_with_its_grammar(synth: dict) -> None:
     first = buildspec(synth, "BuildAmd64")["phases"]["pre_build"]["commands"][0]
-    for package, name in (
-        ("ecr_multiarch", "buildspec_commands.py"),
-        ("manifest_stitcher", "grammar.py"),
+    archive = first.split("<<'ARCHIVE'\n", 1)[1].removesuffix("\nARCHIVE")
+    files = json.loads(zlib.decompress(base64.b64decode(archive)))
+    for package, name, path in (
+        ("ecr_multiarch", "buildspec_commands.py", "buildspec_commands.py"),
+        ("manifest_stitcher", "grammar.py", "manifest_stitcher/grammar.py"),
     ):
-        source = resources.files(package).joinpath(name).read_text()
-        assert source.rstrip() in first
+        assert files[path] == resources.files(package).joinpath(name).read_text()
+
+
+@pytest.mark.parametrize("prefix", ["BuildAmd64", "BuildArm64", "BuildArmV7", "OtherAmd64"])
+def test_every_buildspec_fits_codebuilds_limit(synth: dict, prefix: str) -> None:
+    # docs/aws-assumptions.md#codebuild-buildspec-length
+    assert len(project(synth, prefix)["Source"]["BuildSpec"]) <= MAX_BUILDSPEC_LENGTH
+
+
+def test_build_args_too_long_for_a_buildspec_are_refused() -> None:
+    stack = cdk.Stack(cdk.App(), "S")
+    repo = MultiArchRepository(stack, "Repo")
+    with pytest.raises(
+        ValueError, match=r"the generated buildspec has 3\d{4} characters; CodeBuild takes at most"
+    ):
+        PlatformBuild(
+            stack,
+            "Build",
+            repository=repo,
+            platform=Platform.LINUX_AMD64,
+            build_args={"BIG": "x" * 20_000},
+        )
+    assert stack.node.try_find_child("Build") is None
 
 
 # --- running the buildspec with fake docker and aws ----------------------------------------
