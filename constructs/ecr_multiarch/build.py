@@ -56,7 +56,7 @@ DOCKER_HUB_HOSTS: tuple[str, ...] = ("docker.io", "index.docker.io", "registry-1
 MIN_TIMEOUT = Duration.minutes(5)
 """CodeBuild's shortest build timeout (``TimeoutInMinutes`` 5-2160)."""
 MAX_TIMEOUT = Duration.hours(36)
-"""CodeBuild's longest build timeout."""
+"""CodeBuild's longest build timeout (docs/aws-assumptions.md#codebuild-timeout)."""
 
 _REFERENCE = re.compile(
     r"^(?P<name>(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?"

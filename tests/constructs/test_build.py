@@ -1017,6 +1017,7 @@ def test_bad_props_are_all_reported_at_once() -> None:
 
 
 def test_options_report_every_problem_at_once() -> None:
+    # The timeout range: docs/aws-assumptions.md#codebuild-timeout
     with pytest.raises(ValueError, match=r"^PlatformBuildOptions: ") as raised:
         PlatformBuildOptions(
             dockerfile="../Dockerfile",
