@@ -282,7 +282,15 @@ class OciRegistry:
             current = self.digest_of(tag)
         if current == index.digest:
             return False
-        self.put_manifest(tag, index.body, index.media_type)
+        try:
+            self.put_manifest(tag, index.body, index.media_type)
+        except TagImmutable:
+            # ECR refuses every write of an existing immutable tag, the same bytes too: a
+            # concurrent stitch of this very index may have written it since the HEAD
+            # (docs/aws-assumptions.md#ecr-immutable-tag-push).
+            if self.digest_of(tag) == index.digest:
+                return False
+            raise
         return True
 
     # -- The client beyond the protocol ---------------------------------------

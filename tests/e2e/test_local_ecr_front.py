@@ -33,6 +33,7 @@ def test_which_existing_tags_may_move(rules: TagRules, tag: str, may_move: bool)
 def test_an_immutable_tag_is_refused_as_ecr_refuses_it_and_the_registry_keeps_its_image(
     registry: LocalRegistry, pusher: RegistryPusher, repository: str
 ) -> None:
+    # docs/aws-assumptions.md#ecr-immutable-tag-push
     image = build_image({"a": b"1"}, Platform(os="linux", architecture="amd64"))
     digest = pusher.push_image(repository, image, tag="3f2a1bc")
     other = canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
@@ -56,7 +57,7 @@ def test_an_immutable_tag_is_refused_as_ecr_refuses_it_and_the_registry_keeps_it
     assert moved.status_code == 400
     assert moved.json()["errors"][0]["code"] == "TAG_INVALID"
     assert "cannot be overwritten because the tag is immutable" in moved.text
-    assert same.status_code == 201  # the same bytes again: nothing moves
+    assert same.status_code == 400  # the same bytes again: ECR refuses it too
     assert latest.status_code == 201
     assert read.headers["Docker-Content-Digest"] == digest
-    assert front.refused == [f"{repository}:3f2a1bc"]
+    assert front.refused == [f"{repository}:3f2a1bc"] * 2

@@ -222,7 +222,12 @@ def put_image(options: Mapping[str, list[str]]) -> dict[str, Any]:
             f"Image with digest '{digest}' and tag '{tag}' already exists in the repository "
             f"with name '{registry.repository}' in registry with id '{_registry_id(options)}'",
         )
-    registry.put_manifest(tag or digest, body, media_type)
+    from manifest_stitcher.errors import TagImmutable  # noqa: PLC0415
+
+    try:
+        registry.put_manifest(tag or digest, body, media_type)
+    except TagImmutable as e:
+        raise ServiceError("ImageTagAlreadyExistsException", "PutImage", str(e)) from e
     image_id = {"imageDigest": digest, **({"imageTag": tag} if tag else {})}
     return {
         "image": {

@@ -7,16 +7,16 @@ both overwrite the per-platform tag, where in ECR the second push is refused
 and the buildspec uses the image the first one pushed. :class:`RegistryFront`
 is an HTTP proxy on 127.0.0.1 that every writer of the local run goes through
 (the builds' pushes, the ``aws`` stand-in, the stitch Lambda): it passes every
-request to the registry, except a manifest ``PUT`` to a tag that already holds
-other bytes in a repository whose template says it is immutable, which it
-answers as ECR's registry API does (HTTP 400, ``TAG_INVALID``, "... cannot be
-overwritten because the tag is immutable").
+request to the registry, except a manifest ``PUT`` to a tag that already exists
+in a repository whose template says the tag is immutable, which it answers as
+ECR's registry API does (HTTP 400, ``TAG_INVALID``, "... cannot be overwritten
+because the tag is immutable"), even when the bytes are the same
+(docs/aws-assumptions.md#ecr-immutable-tag-push).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import http.client
 import json
 import socket
@@ -59,7 +59,7 @@ class TagRules:
     exclusions: tuple[str, ...] = ()
 
     def may_move(self, tag: str) -> bool:
-        """Whether a tag that exists may be pointed at other bytes."""
+        """Whether a tag that exists may be written again."""
         excluded = any(fnmatch.fnmatchcase(tag, pattern) for pattern in self.exclusions)
         if self.mutability == "IMMUTABLE":
             return False
@@ -118,7 +118,7 @@ class RegistryFront:
 
     @property
     def refused(self) -> list[str]:
-        """``repository:tag`` of every manifest PUT refused as a move of an immutable tag."""
+        """``repository:tag`` of every manifest PUT refused because the tag is immutable."""
         return list(self._state.refused)
 
     def close(self) -> None:
@@ -166,8 +166,7 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
             repository, tag = target
             with state.lock:
                 current = _digest_of(state.upstream, repository, tag)
-                digest = "sha256:" + hashlib.sha256(body).hexdigest()
-                if current not in (None, digest) and not state.rules[repository].may_move(tag):
+                if current is not None and not state.rules[repository].may_move(tag):
                     state.refused.append(f"{repository}:{tag}")
                     self._refuse(repository, tag)
                     return
