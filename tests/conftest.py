@@ -12,7 +12,7 @@ import pytest
 from localrun.registry import LocalRegistry
 from tests.support.images import RegistryPusher
 
-# Subprocesses the tests start (the local run's shims, its Lambda worker) import the
+# Subprocesses the tests start (the aws stand-in of local builds, the Lambda worker) import the
 # tooling and the test support, which are not installed: put them on their path too.
 _ROOT = Path(__file__).resolve().parents[1]
 os.environ["PYTHONPATH"] = os.pathsep.join(

@@ -389,7 +389,8 @@ def test_two_executions_of_one_commit_at_once_publish_one_index(
     local_run: LocalWorkflowRun, commit: str, tmp_path: Path
 ) -> None:
     # GIVEN a second run of the same workflow on the same registry, behind the same ECR
-    # rules (ECR refuses the second push of an immutable per-platform tag), whose builds
+    # rules (ECR refuses a second push of an immutable per-platform tag:
+    # docs/aws-assumptions.md#ecr-immutable-tag-push), whose builds
     # run on an engine of their own as each CodeBuild build has its own dockerd
     with (
         PrivateEngine() as other_engine,
