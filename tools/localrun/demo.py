@@ -456,7 +456,8 @@ class Demo:
 
     def run_images(self, result: dict[str, Any]) -> None:
         """Pull ``repo:<commit>`` for each platform, run it, print its GET /hello answer."""
-        image = f"{self.registry.host}/{result['repositoryName']}:{result['tags'][0]}"
+        # The registry as the stitch wrote to it (ECR's tag rules in front of it).
+        image = f"{result['imageUri'].split('@', 1)[0]}:{result['tags'][0]}"
         platforms = [
             _platform_text(e["platform"])
             for e in result["manifests"]
