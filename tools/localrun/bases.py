@@ -278,7 +278,8 @@ def write_archive(platforms: Sequence[str], target: Path, *, engine_dir: Path = 
             )
         ],
     }
-    staging = target.with_name(target.name + ".new")
+    # Test sessions in parallel may make the same archive at once: each writes its own file.
+    staging = target.with_name(f"{target.name}.{os.getpid()}.new")
     with tarfile.open(staging, mode="w") as tar:
         _add_file(tar, "oci-layout", _canonical({"imageLayoutVersion": "1.0.0"}))
         _add_file(tar, "index.json", _canonical(top))
