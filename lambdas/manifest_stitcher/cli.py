@@ -3,7 +3,7 @@
 Runs the same stitching code as the Lambda function, against ECR or any OCI
 registry. ``--help`` and argument errors import only the standard library and the
 stitcher's stdlib-only modules (``grammar``, ``contract``); a stitch loads what it
-uses (urllib3 for the OCI client, boto3 only for ECR). One stitch has one
+uses (the OCI client on http.client, boto3 only for ECR). One stitch has one
 deadline, ``--timeout`` (default ``DEFAULT_TIMEOUT_SECONDS``): every request,
 retry and wait counts against it.
 """
@@ -319,7 +319,7 @@ def _auth(args: argparse.Namespace) -> tuple[str, str] | None:
 def _deadline(args: argparse.Namespace) -> Deadline:
     """The command's one deadline (made once, at the first registry adapter)."""
     if getattr(args, "_deadline", None) is None:
-        from manifest_stitcher.transport import Deadline  # noqa: PLC0415 - loads urllib3
+        from manifest_stitcher.transport import Deadline  # noqa: PLC0415 - loads http.client
 
         args._deadline = Deadline(args.timeout, what=f"--timeout {args.timeout:g}")
     deadline: Deadline = args._deadline
@@ -327,7 +327,7 @@ def _deadline(args: argparse.Namespace) -> Deadline:
 
 
 def _registry(host: str, repository: str, args: argparse.Namespace) -> OciRegistry:
-    from manifest_stitcher.oci import OciRegistry  # noqa: PLC0415 - loads urllib3
+    from manifest_stitcher.oci import OciRegistry  # noqa: PLC0415 - loads http.client
 
     return OciRegistry(
         host, repository, insecure=args.insecure, auth=_auth(args), deadline=_deadline(args)

@@ -11,14 +11,13 @@ call and before each of botocore's retry attempts, and the config downloads go
 through ``manifest_stitcher.transport`` (byte cap, deadline). The PutImage error
 codes map to the stitch errors through one table, ``PUT_IMAGE_ERRORS``.
 
-Imports are kept to what botocore loads anyway (urllib3, concurrent.futures),
-because every import here is paid on each cold start of the function.
+Imports are kept to what botocore loads anyway and the standard library, because
+every import here is paid on each cold start of the function.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -55,7 +54,6 @@ from .errors import (
     StitchError,
     TagImmutable,
     UnsupportedMediaType,
-    redact_query,
 )
 from .transport import Deadline, TlsError, Transport
 
@@ -142,24 +140,6 @@ def dns_suffix(region: str) -> str:
         if pattern.match(region):
             return suffix
     return "amazonaws.com"
-
-
-class _RedactSignedUrls(logging.Filter):
-    """Keeps pre-signed URLs' signatures out of urllib3's "Retrying ..." warnings."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Redact the query of every string argument; never drops a record."""
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact_query(a) if isinstance(a, str) else a for a in record.args)
-        return True
-
-
-def _keep_signed_urls_out_of_logs() -> None:
-    # urllib3 logs the URL (query included) of every retried download at WARNING,
-    # which the Lambda runtime writes to CloudWatch.
-    pool_logger = logging.getLogger("urllib3.connectionpool")
-    if not any(isinstance(f, _RedactSignedUrls) for f in pool_logger.filters):
-        pool_logger.addFilter(_RedactSignedUrls())
 
 
 PUT_IMAGE_ERRORS: dict[str, tuple[type[StitchError], str]] = {
@@ -272,7 +252,6 @@ class EcrRegistry:
         # Requests carry registryId only when the caller gave one (else: the caller's account).
         self._requested_registry = {"registryId": registry_id} if registry_id else {}
         self._max_workers = max(1, max_workers)
-        _keep_signed_urls_out_of_logs()
         self._transport = transport or Transport(
             deadline, retries=3, backoff=0.2, pool_size=self._max_workers
         )

@@ -18,35 +18,34 @@ for the pre-signed config downloads (and the ``Deadline`` for its API calls).
   retried with exponential back-off (or the server's ``Retry-After``, capped),
   for every method the stitcher sends (GET, HEAD and the manifest PUT are all
   idempotent).
+- **Connections** are kept alive and reused per origin; a kept connection the
+  server has closed meanwhile is replaced at once, without counting as an
+  attempt. ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``NO_PROXY`` are honoured.
 
-It is built on urllib3 rather than requests: urllib3 streams a body chunk by
-chunk (``read1``), lets each read's time-out be set, and is loaded by botocore
-anyway, while requests adds ~40 ms of start-up to the command line and nothing a
-stitch uses. Retries are a loop here rather than urllib3's ``Retry`` because
-urllib3's back-off and ``Retry-After`` sleeps do not know the deadline.
+It is written on the standard library's ``http.client`` rather than on requests
+or urllib3: what a stitch needs from them (a connection pool, streamed reads,
+time-outs per read) is a page here, while importing urllib3 costs the command
+line about 30 ms of its start-up and requests more (``bench/bench_oci_requests.py``
+compares the command line with ``docker manifest``, start-up included). Retries
+are a loop here in any case, because a library's back-off and ``Retry-After``
+sleeps do not know the deadline.
 """
 
 from __future__ import annotations
 
+import base64
+import http.client
 import logging
 import os
+import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
-from urllib.parse import urljoin, urlsplit
-
-import urllib3
-from urllib3.exceptions import (
-    HTTPError,
-    InsecureRequestWarning,
-    ProtocolError,
-    SSLError,
-    TimeoutError,
-)
+from typing import TypeVar
+from urllib.parse import unquote, urljoin, urlsplit
 
 from .errors import RegistryUnavailable, UnsupportedMediaType, redact_query
 
@@ -58,9 +57,11 @@ RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_ERROR_BODY_BYTES = 64 * 1024
 """Error bodies are read for their message only; more is cut off, not refused."""
 _CHUNK = 64 * 1024
+_MAX_REDIRECTS = 5
+# A kept-alive connection the server closed meanwhile fails like this on reuse.
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 # Messages name the request by ``what``, never by its URL (a pre-signed URL is a credential).
 _log = logging.getLogger(__name__)
-_MAX_REDIRECTS = 5
 
 
 class Deadline:
@@ -123,7 +124,7 @@ class Reply:
 
     status: int
     reason: str
-    headers: Mapping[str, str]
+    headers: http.client.HTTPMessage
     body: bytes
     url: str
 
@@ -155,12 +156,17 @@ def _proxy_for(url: str) -> str | None:
     return urllib.request.getproxies_environment().get(parts.scheme)
 
 
+_Origin = tuple[str, str, int, str | None]
+"""(scheme, host, port, proxy): connections are kept and reused per origin."""
+
+
 class Transport:
     """Sends requests under a deadline and reads each answer's body with a byte cap.
 
-    One instance per registry adapter; thread-safe (urllib3 pools are).
-    ``deadline`` None gives each request a deadline of its own of
-    ``request_timeout`` seconds, for long-lived callers outside a stitch.
+    One instance per registry adapter; thread-safe (each request has a
+    connection of its own while it runs). ``deadline`` None gives each request
+    a deadline of its own of ``request_timeout`` seconds, for long-lived callers
+    outside a stitch.
     """
 
     def __init__(
@@ -186,33 +192,23 @@ class Transport:
         self._max_retry_after = max_retry_after
         self._user_agent = user_agent
         self._verify_tls = verify_tls
-        self._pool_size = pool_size
+        self._pool_size = max(1, pool_size)
         self._lock = threading.Lock()
-        self._managers: dict[str | None, urllib3.PoolManager] = {}
-        if not verify_tls:
-            import warnings  # noqa: PLC0415
-
-            # Unverified TLS was asked for; urllib3 would warn about it on stderr,
-            # around the command line's one-line output.
-            warnings.filterwarnings("ignore", category=InsecureRequestWarning)
+        self._idle: dict[_Origin, list[http.client.HTTPConnection]] = {}
+        self._tls: ssl.SSLContext | None = None
 
     @property
     def retries(self) -> int:
         """Retries after the first attempt."""
         return self._retries
 
-    def _manager(self, url: str) -> urllib3.PoolManager:
-        proxy = _proxy_for(url)
+    def close(self) -> None:
+        """Close every kept connection."""
         with self._lock:
-            manager = self._managers.get(proxy)
-            if manager is None:
-                kw: dict[str, Any] = {
-                    "maxsize": self._pool_size,
-                    "cert_reqs": "CERT_REQUIRED" if self._verify_tls else "CERT_NONE",
-                }
-                manager = urllib3.ProxyManager(proxy, **kw) if proxy else urllib3.PoolManager(**kw)
-                self._managers[proxy] = manager
-            return manager
+            idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for connection in connections:
+                connection.close()
 
     def request(
         self,
@@ -239,8 +235,8 @@ class Transport:
             deadline.check(what)
             try:
                 reply = self._send(method, url, sent, body, cap=cap, what=what, deadline=deadline)
-            except (TimeoutError, ProtocolError, HTTPError, OSError) as e:
-                if isinstance(e, (SSLError, ssl.SSLError)):
+            except (OSError, http.client.HTTPException) as e:
+                if isinstance(e, (ssl.SSLError, ssl.CertificateError)):
                     raise TlsError(redact_query(str(e))) from e
                 if deadline.remaining() <= 0:
                     raise deadline.expired_error(what) from None
@@ -296,6 +292,75 @@ class Transport:
                 return max(0.0, min(seconds, self._max_retry_after))
         return float(self._backoff * 2**attempt)
 
+    # -- connections ---------------------------------------------------------
+
+    def _origin(self, url: str) -> tuple[_Origin, str]:
+        """The origin of ``url`` and the request target to send to it."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise RegistryUnavailable(f"cannot send a request to {redact_query(url)!r}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        proxy = _proxy_for(url)
+        target = parts.path or "/"
+        if parts.query:
+            target += f"?{parts.query}"
+        if proxy and parts.scheme == "http":
+            target = url  # the absolute form, as a forward proxy expects it
+        return (parts.scheme, parts.hostname, port, proxy), target
+
+    def _tls_context(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._tls is None:
+                context = ssl.create_default_context()
+                if not self._verify_tls:
+                    # --insecure: a self-signed certificate, or none that matches.
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                self._tls = context
+            return self._tls
+
+    def _new_connection(self, origin: _Origin) -> http.client.HTTPConnection:
+        scheme, host, port, proxy = origin
+        if proxy is None:
+            if scheme == "https":
+                return http.client.HTTPSConnection(host, port, context=self._tls_context())
+            return http.client.HTTPConnection(host, port)
+        via = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        proxy_host, proxy_port = via.hostname or "", via.port or 80
+        tunnel_headers: dict[str, str] = {}
+        if via.username:
+            secret = f"{unquote(via.username)}:{unquote(via.password or '')}"
+            tunnel_headers["Proxy-Authorization"] = "Basic " + base64.b64encode(
+                secret.encode()
+            ).decode("ascii")
+        if scheme == "https":
+            connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+                proxy_host, proxy_port, context=self._tls_context()
+            )
+            connection.set_tunnel(host, port, headers=tunnel_headers)
+            return connection
+        connection = http.client.HTTPConnection(proxy_host, proxy_port)
+        connection._ecr_multiarch_proxy_headers = tunnel_headers  # type: ignore[attr-defined]
+        return connection
+
+    def _take(self, origin: _Origin) -> tuple[http.client.HTTPConnection, bool]:
+        """A kept connection to ``origin`` (reused=True), else a new one."""
+        with self._lock:
+            idle = self._idle.get(origin)
+            if idle:
+                return idle.pop(), True
+        return self._new_connection(origin), False
+
+    def _keep(self, origin: _Origin, connection: http.client.HTTPConnection) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(origin, [])
+            if len(idle) < self._pool_size:
+                idle.append(connection)
+                return
+        connection.close()
+
+    # -- one request ---------------------------------------------------------
+
     def _send(
         self,
         method: str,
@@ -309,64 +374,88 @@ class Transport:
     ) -> Reply:
         headers = dict(headers)
         for _ in range(_MAX_REDIRECTS + 1):
-            timeout = urllib3.Timeout(
-                connect=deadline.bound(self._connect_timeout, what),
-                read=deadline.bound(self._read_timeout, what),
+            origin, target = self._origin(url)
+            connection, response = self._exchange(
+                origin, target, method, headers, body, what=what, deadline=deadline
             )
-            response = self._manager(url).urlopen(
-                method,
-                url,
-                body=body,
-                headers=headers,
-                timeout=timeout,
-                retries=False,
-                redirect=False,
-                preload_content=False,
-                decode_content=False,
-            )
-            read_whole = False
+            kept = False
             try:
-                location = response.headers.get("Location")
+                location = response.getheader("Location")
                 if response.status in (301, 302, 303, 307, 308) and location and body is None:
-                    target = urljoin(url, location)
-                    if urlsplit(target).netloc != urlsplit(url).netloc:
+                    next_url = urljoin(url, location)
+                    if urlsplit(next_url).netloc != urlsplit(url).netloc:
                         # Blob storage behind a redirect gets no registry credentials.
                         headers.pop("Authorization", None)
-                    url = target
+                    url = next_url
                     continue
                 ok = 200 <= response.status < 300
-                data = (
-                    b""
-                    if method == "HEAD"
-                    else self._read(
-                        response,
-                        cap=cap if ok else MAX_ERROR_BODY_BYTES,
-                        refuse=ok,
-                        what=what,
-                        deadline=deadline,
-                    )
+                data = self._read(
+                    connection,
+                    response,
+                    cap=cap if ok else MAX_ERROR_BODY_BYTES,
+                    refuse=ok,
+                    what=what,
+                    deadline=deadline,
                 )
-                read_whole = True
+                kept = response.isclosed() and not response.will_close
                 return Reply(response.status, response.reason or "", response.headers, data, url)
             finally:
-                if not read_whole:
-                    # Unread bytes would spoil the connection for the next request.
-                    response.close()
-                response.release_conn()
+                if kept:
+                    self._keep(origin, connection)
+                else:
+                    # Unread bytes (a redirect's body, a body cut off) spoil the connection.
+                    connection.close()
         raise RegistryUnavailable(f"{what}: more than {_MAX_REDIRECTS} redirects")
+
+    def _exchange(
+        self,
+        origin: _Origin,
+        target: str,
+        method: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        *,
+        what: str,
+        deadline: Deadline,
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Send the request and read the answer's head, on a kept or a new connection."""
+        while True:
+            connection, reused = self._take(origin)
+            try:
+                if connection.sock is None:
+                    connection.timeout = deadline.bound(self._connect_timeout, what)
+                    connection.connect()
+                    if connection.sock is not None:
+                        # Headers and body are separate writes; Nagle's algorithm would
+                        # hold the second until the server's delayed ACK (40 ms on Linux).
+                        connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if connection.sock is not None:
+                    connection.sock.settimeout(deadline.bound(self._read_timeout, what))
+                sent = dict(headers)
+                sent.update(getattr(connection, "_ecr_multiarch_proxy_headers", {}))
+                connection.request(method, target, body=body, headers=sent)
+                return connection, connection.getresponse()
+            except _STALE:
+                connection.close()
+                if not reused:
+                    raise
+                # A kept connection the server closed meanwhile: once more, on a new one.
+            except BaseException:
+                connection.close()
+                raise
 
     def _read(
         self,
-        response: urllib3.BaseHTTPResponse,
+        connection: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
         *,
         cap: int,
         refuse: bool,
         what: str,
         deadline: Deadline,
     ) -> bytes:
-        length = response.headers.get("Content-Length", "")
+        length = response.getheader("Content-Length", "")
         if refuse and length.isdigit() and int(length) > cap:
-            response.close()
             raise UnsupportedMediaType(
                 f"{what}: the registry announces {int(length)} bytes, more than the "
                 f"{cap} allowed; refused without reading it"
@@ -374,48 +463,29 @@ class Transport:
         chunks: list[bytes] = []
         total = 0
         while True:
-            self._bound_next_read(response, deadline, what)
-            try:
-                chunk = response.read1(_CHUNK)
-            except (TimeoutError, ProtocolError, OSError):
-                response.close()
-                raise
+            if connection.sock is not None:
+                # One read time-out per read, never past the deadline: a body that
+                # trickles in must not get a full time-out per byte.
+                connection.sock.settimeout(deadline.bound(self._read_timeout, what))
+            chunk = response.read1(_CHUNK)
             if not chunk:
                 return b"".join(chunks)
             total += len(chunk)
             if total > cap:
-                response.close()
                 if not refuse:
-                    return b"".join(chunks)[:cap]
+                    return (b"".join(chunks) + chunk)[:cap]
                 raise UnsupportedMediaType(
                     f"{what}: the registry sent more than the {cap} bytes allowed; "
                     "refused after reading that much"
                 )
             chunks.append(chunk)
             if deadline.remaining() <= 0:
-                response.close()
                 raise deadline.expired_error(f"{what} (the body was still arriving)")
-
-    def _bound_next_read(
-        self, response: urllib3.BaseHTTPResponse, deadline: Deadline, what: str
-    ) -> None:
-        # urllib3 sets the read time-out once per request; a body that trickles in
-        # must not get a full read time-out per byte past the deadline.
-        connection = getattr(response, "connection", None)
-        sock = getattr(connection, "sock", None)
-        if sock is not None:
-            try:
-                sock.settimeout(deadline.bound(self._read_timeout, what))
-            except OSError:
-                pass
-            except RegistryUnavailable:
-                response.close()
-                raise
 
 
 def _reason(error: BaseException) -> str:
     reason = getattr(error, "reason", None)
-    return str(reason or error)
+    return str(reason or error) or type(error).__name__
 
 
 def concurrently(fn: Callable[[T], R], items: Sequence[T], *, max_workers: int) -> list[R]:

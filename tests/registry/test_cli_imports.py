@@ -57,4 +57,4 @@ def test_a_stitch_against_an_oci_registry_never_loads_boto3(
         """
     )
     assert "manifest_stitcher.oci" in loaded  # the stitch really ran
-    assert not {"boto3", "botocore", "requests", "pydantic", "oras"} & loaded
+    assert not {"boto3", "botocore", "requests", "urllib3", "pydantic", "oras"} & loaded
