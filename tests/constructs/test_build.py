@@ -293,6 +293,17 @@ def test_buildspec_helper_is_the_package_module_inlined_with_its_grammar(synth: 
 
 
 @pytest.mark.parametrize("prefix", ["BuildAmd64", "BuildArm64", "BuildArmV7", "OtherAmd64"])
+def test_every_command_is_valid_bash(synth: dict, prefix: str) -> None:
+    # Also the branches the runs below do not take.
+    for phase in buildspec(synth, prefix)["phases"].values():
+        for command in phase["commands"]:
+            checked = subprocess.run(
+                ["bash", "-n", "-c", command], capture_output=True, text=True, check=False
+            )
+            assert checked.returncode == 0, (command[:200], checked.stderr)
+
+
+@pytest.mark.parametrize("prefix", ["BuildAmd64", "BuildArm64", "BuildArmV7", "OtherAmd64"])
 def test_every_buildspec_fits_codebuilds_limit(synth: dict, prefix: str) -> None:
     # docs/aws-assumptions.md#codebuild-buildspec-length
     assert len(project(synth, prefix)["Source"]["BuildSpec"]) <= MAX_BUILDSPEC_LENGTH
