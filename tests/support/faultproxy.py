@@ -75,7 +75,8 @@ class FaultProxy:
     """Seconds added before answering each request (one round trip's worth)."""
     seen: list[str] = field(default_factory=list)
     timeline: list[tuple[float, float]] = field(default_factory=list)
-    """(start, end) of each answered request, monotonic seconds, in order of ending."""
+    """(start, answer) of each request: when it arrived and when its answer began
+    (monotonic seconds), in order of ending."""
     body_bytes_sent: int = 0
     host: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -149,11 +150,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         started = time.monotonic()
+        self._answered: float | None = None
         try:
             self._answer()
         finally:
             with self.server.proxy.lock:
-                self.server.proxy.timeline.append((started, time.monotonic()))
+                ended = self._answered or time.monotonic()
+                self.server.proxy.timeline.append((started, ended))
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """Note when the answer began: the client may go on before this thread runs again."""
+        self._answered = time.monotonic()
+        super().send_response(code, message)
 
     def _answer(self) -> None:
         proxy = self.server.proxy
