@@ -14,7 +14,6 @@ messages had to be rewritten from pydantic's anyway to name the expected form.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -96,6 +95,8 @@ def _object(value: Any, path: str, allowed: tuple[str, ...], problems: _Problems
         return False
     for key in value:
         if key not in allowed:
+            import difflib  # noqa: PLC0415 - only for a bad event: start-up time
+
             close = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             problems.add(_join(path, key), f"unknown field; {hint}allowed: {', '.join(allowed)}")
