@@ -1,11 +1,11 @@
 """AWS CDK constructs that turn every commit into one multi-architecture image in Amazon ECR.
 
 ``MultiArchImagePipeline`` is the whole pipeline; ``Platform``, ``Source``,
-``PlatformBuild``, ``ManifestStitcher`` and ``MultiArchRepository`` are its
-parts, each usable alone (``Source`` is subclassed for triggers of your own,
-its ``bind`` returning a ``SourceConfig``). The names are imported lazily, so that importing
-``ecr_multiarch`` (as the ``ecr-multiarch`` command line does) loads neither
-aws_cdk nor boto3.
+``PlatformBuild`` (with its ``PlatformBuildOptions`` and ``HelperImage``),
+``ManifestStitcher`` and ``MultiArchRepository`` are its parts, each usable alone
+(``Source`` is subclassed for triggers of your own, its ``bind`` returning a
+``SourceConfig``). The names are imported lazily, so that importing
+``ecr_multiarch`` loads neither aws_cdk nor boto3 until a construct is used.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "HelperImage",
     "ManifestStitcher",
     "MultiArchImagePipeline",
     "MultiArchRepository",
     "Platform",
     "PlatformBuild",
+    "PlatformBuildOptions",
     "Source",
     "SourceConfig",
     "__version__",
@@ -28,17 +30,19 @@ __all__ = [
 
 # public name -> submodule defining it
 _EXPORTS = {
+    "HelperImage": "build",
     "ManifestStitcher": "stitcher",
     "MultiArchImagePipeline": "pipeline",
     "MultiArchRepository": "repository",
     "Platform": "platform",
     "PlatformBuild": "build",
+    "PlatformBuildOptions": "build",
     "Source": "source",
     "SourceConfig": "source",
 }
 
 if TYPE_CHECKING:
-    from .build import PlatformBuild
+    from .build import HelperImage, PlatformBuild, PlatformBuildOptions
     from .pipeline import MultiArchImagePipeline
     from .platform import Platform
     from .repository import MultiArchRepository

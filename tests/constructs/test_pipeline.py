@@ -769,11 +769,13 @@ def test_importing_the_package_loads_no_cdk_or_boto3() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert json.loads(out.strip().replace("'", '"')) == [
+        "HelperImage",
         "ManifestStitcher",
         "MultiArchImagePipeline",
         "MultiArchRepository",
         "Platform",
         "PlatformBuild",
+        "PlatformBuildOptions",
         "Source",
         "SourceConfig",
         "__version__",
