@@ -3,8 +3,7 @@
 Each figure is measured in a fresh interpreter (the median of several runs),
 next to the bare import + init time of the libraries the handler uses. The
 difference is what the stitcher's own modules add (the request validator, the
-core, the transport, the ECR adapter, the handler). pydantic and the Powertools
-parser are listed for comparison: the handler no longer loads them.
+core, the transport, the ECR adapter, the handler).
 """
 
 from __future__ import annotations
@@ -28,11 +27,9 @@ ENV = {
 
 LIBRARIES = {
     "boto3 + an ECR client": "import boto3; boto3.client('ecr')",
-    "pydantic": "import pydantic",
     "powertools Logger": "from aws_lambda_powertools import Logger; Logger()",
     "powertools Metrics": "from aws_lambda_powertools import Metrics; Metrics()",
     "powertools Tracer": "from aws_lambda_powertools import Tracer; Tracer()",
-    "powertools parser": "from aws_lambda_powertools.utilities.parser import parse",
 }
 # Exactly what the handler module loads and makes at import (boto3 waits for the first call).
 BASELINE = (
