@@ -185,6 +185,7 @@ def test_bad_tag_patterns_are_all_reported_at_once() -> None:
 
 
 def test_more_than_five_exclusion_filters_are_rejected() -> None:
+    # docs/aws-assumptions.md#ecr-tag-mutability-exclusions
     stack = cdk.Stack(cdk.App(), "S")
     with pytest.raises(
         ValueError, match=r"gives 6 exclusion filters with 'buildcache-\*'; ECR allows at most 5"
