@@ -25,9 +25,13 @@ from manifest_stitcher import grammar
 
 from .build import MAX_TIMEOUT as MAX_BUILD_TIMEOUT
 from .build import PlatformBuild, PlatformBuildOptions
+from .gates import DEFAULT_MAX_WAIT as DEFAULT_SCAN_MAX_WAIT
+from .gates import DEFAULT_POLL_INTERVAL as DEFAULT_SCAN_POLL_INTERVAL
+from .gates import DEFAULT_SCAN_GATE, GATE_ERROR, ScanGate, VulnerabilityGate, timing_problems
 from .nag import acknowledge, acknowledge_resource
 from .platform import Platform
 from .repository import CACHE_TAG_PREFIX, MultiArchRepository
+from .signing import SIGNATURE_ERROR, ManagedSigning, SignatureCheck
 from .source import Source, SourceConfig
 from .stitcher import ManifestStitcher, powertools_layer_problems, stitch_error_names
 
@@ -54,6 +58,8 @@ MAX_COMMIT_LENGTH = 64  # a SHA-256 object name
 MAX_EXTRA_TAGS_NEW_REPOSITORY = 3
 MAX_TIMEOUT = Duration.days(365)
 _DEFAULT_PLATFORMS = (Platform.LINUX_AMD64, Platform.LINUX_ARM64)
+BUILD_LOG_TAIL_EVENTS = 20
+"""How many of a failed build's last log events its notification ends with."""
 
 
 class MultiArchImagePipeline(Construct):
@@ -99,6 +105,7 @@ class MultiArchImagePipeline(Construct):
         target: str | None = None,
         build_args: Mapping[str, str] | None = None,
         buildspec: codebuild.BuildSpec | None = None,
+        test_command: str | None = None,
         commit_length: int = 7,
         default_branch: str | None = None,
         extra_tags: Sequence[str] = (),
@@ -107,6 +114,9 @@ class MultiArchImagePipeline(Construct):
         timeout: Duration | None = None,
         log_retention: logs.RetentionDays = logs.RetentionDays.THREE_MONTHS,
         stitcher_powertools_layer: lambda_.ILayerVersion | None = None,
+        scan_gate: ScanGate | None = None,
+        scan_max_wait: Duration | None = None,
+        signing: ManagedSigning | None = None,
     ) -> None:
         """Create the builds, the stitcher, the state machine, its trigger and its alarm.
 
@@ -133,6 +143,11 @@ class MultiArchImagePipeline(Construct):
         :param buildspec: a buildspec replacing the generated one; it must export
             ``IMAGE_DIGEST``, ``IMAGE_TAGS`` and ``SOURCE_COMMIT``. Default: the generated
             buildx buildspec with the registry cache.
+        :param test_command: shorthand for ``PlatformBuildOptions(test_command=...)``: a bash
+            command each build runs after its push against the image it pushed
+            (``IMAGE_REF=<repository>@<digest>``, ``DOCKER_DEFAULT_PLATFORM`` set, under QEMU
+            for an emulated platform); a failure fails that build, so nothing is stitched or
+            tagged. Default: no test.
         :param commit_length: characters of the commit in the image tag (7-64). Default: 7.
         :param default_branch: the branch whose builds also get ``latest``.
             Default: the source's branch.
@@ -148,6 +163,17 @@ class MultiArchImagePipeline(Construct):
         :param stitcher_powertools_layer: the Powertools layer of the stitcher (needed in the
             China and GovCloud partitions). Default: the public layer of the Powertools release
             the project tests with, resolved at deploy time from its SSM parameter.
+        :param scan_gate: the vulnerability gate between the builds and the stitch: it waits
+            for ECR's scan of every platform image and sums the findings per platform
+            (docs/gates.md). ``ScanGate.fail_at(Severity.X)``, ``ScanGate.report_only()`` or
+            ``ScanGate.off()``. Default: ``ScanGate.fail_at(Severity.CRITICAL)``.
+        :param scan_max_wait: how long the gate waits for each platform image's scan (at most
+            6 hours; a scan not finished by then fails an enforcing gate). Default: 5 minutes.
+        :param signing: ECR managed signing of the repository (``ManagedSigning`` for this
+            pipeline's repository: pass the same ``repository``, or ``repository_name`` with
+            a ``ManagedSigning`` of that name). The builds and the stitcher may then sign,
+            and ``CheckSignatures`` after the stitch withholds the success event until the
+            index and every platform image have a signature. Default: no signing.
         """
         platforms = tuple(platforms)
         extra_tags = tuple(extra_tags)
@@ -158,6 +184,7 @@ class MultiArchImagePipeline(Construct):
             target=target,
             build_args=build_args,
             buildspec=buildspec,
+            test_command=test_command,
         )
         source_branch = source.default_branch if isinstance(source, Source) else ""
         branch = default_branch if default_branch is not None else source_branch
@@ -173,6 +200,8 @@ class MultiArchImagePipeline(Construct):
             more_problems=[
                 *option_problems,
                 *(powertools_layer_problems(scope) if stitcher_powertools_layer is None else []),
+                *_gate_problems(scan_gate, scan_max_wait),
+                *_signing_problems(signing, repository, repository_name),
             ],
         )
         assert options is not None  # no problems, so the options were made
@@ -184,6 +213,11 @@ class MultiArchImagePipeline(Construct):
         """The platforms of every image, in the order given."""
         self.default_branch = branch
         """The branch whose builds also move ``latest``."""
+        self.scan_gate_policy: ScanGate = scan_gate or DEFAULT_SCAN_GATE
+        """The vulnerability gate's policy."""
+        self._scan_max_wait = scan_max_wait or DEFAULT_SCAN_MAX_WAIT
+        self.signing: ManagedSigning | None = signing
+        """The managed signing of the repository, if any."""
 
         self.repository: ecr.IRepository = repository or MultiArchRepository(
             self,
@@ -218,6 +252,11 @@ class MultiArchImagePipeline(Construct):
             for platform in platforms
         }
         """One ``PlatformBuild`` (CodeBuild project) per platform, keyed by platform slug."""
+        self._grant_signing()
+        self.scan_gate: VulnerabilityGate | None = None
+        """The vulnerability gate (its states are in the workflow; None until it is made)."""
+        self.signature_check: SignatureCheck | None = None
+        """The signature check after the stitch (None without ``signing``)."""
 
         self.topic: sns.ITopic = notification_topic or sns.Topic(
             self, "Notifications", display_name="ecr-multiarch image pipeline", enforce_ssl=True
@@ -279,6 +318,15 @@ class MultiArchImagePipeline(Construct):
                 "and the generated buildspec builds an empty context. Pass a CodeBuild source "
                 "to Source.manual(...) or a buildspec that fetches the code.",
             )
+
+    def _grant_signing(self) -> None:
+        if self.signing is None:
+            return
+        # ECR signs as the pusher: the builds push the platform images, the stitcher the
+        # index (docs/aws-assumptions.md#ecr-managed-signing).
+        for build in self.builds.values():
+            self.signing.grant_sign(build.project)
+        self.signing.grant_sign(self.stitcher.function)
 
     def grant_start_execution(self, grantee: iam.IGrantable) -> iam.Grant:
         """Let ``grantee`` start executions (for your own triggers)."""
@@ -486,6 +534,12 @@ class MultiArchImagePipeline(Construct):
                             "branch": sfn.JsonPath.string_at("$.branch"),
                             "gitTag": sfn.JsonPath.string_at("$.gitTag"),
                             "execution": sfn.JsonPath.execution_id,
+                            "scanGate": sfn.JsonPath.object_at("$.scanGate"),
+                            **(
+                                {"signatures": sfn.JsonPath.object_at("$.signatures")}
+                                if self.signing is not None
+                                else {}
+                            ),
                         }
                     ),
                 )
@@ -493,11 +547,42 @@ class MultiArchImagePipeline(Construct):
             result_path=sfn.JsonPath.DISCARD,
         )
 
+        self.scan_gate = VulnerabilityGate(
+            self,
+            "VulnerabilityGate",
+            repository=self.repository,
+            platforms=self.platforms,
+            policy=self.scan_gate_policy,
+            images_path="$.build.images",
+            result_path="$.scanGate",
+            max_wait=self._scan_max_wait,
+        )
+        gate = self.scan_gate.state
+        if self.signing is not None:
+            self.signature_check = SignatureCheck(
+                self, "SignatureCheck", repository=self.repository, index_path="$.image"
+            )
+
         # The steps after the merged input, in order: each is chained to the next and each
-        # failure is caught into <state>Failed -> NotifyFailure -> Failed. A step between the
-        # builds and the stitch (a gate on the images' scan findings, say) goes in this list.
-        steps: list[sfn.Parallel | sfn.TaskStateBase] = [build_platforms, stitch, publish]
+        # failure is caught into <state>Failed -> NotifyFailure -> Failed.
+        steps: list[sfn.State] = [build_platforms, gate, stitch]
+        if self.signature_check is not None:
+            steps.append(self.signature_check.state)
+        steps.append(publish)
+        named_errors: dict[str, list[str]] = {
+            # The stitcher's own errors first, by name (what the stitch contract promises),
+            # then anything else (the function crashed, timed out, ...).
+            stitch.state_id: list(STITCH_ERRORS),
+            gate.state_id: [GATE_ERROR],
+            **(
+                {self.signature_check.state.state_id: [SIGNATURE_ERROR]}
+                if self.signature_check is not None
+                else {}
+            ),
+        }
         for state in steps:
+            if not isinstance(state, sfn.Parallel | sfn.TaskStateBase):
+                continue  # the gate is a Pass when off: nothing to catch
             caught = sfn.Pass(
                 self,
                 f"{state.state_id}Failed",
@@ -505,10 +590,10 @@ class MultiArchImagePipeline(Construct):
                 result_path="$.failedState",
             )
             caught.next(notify)
-            if state is stitch:
-                # The stitcher's own errors first, by name (what the stitch contract
-                # promises), then anything else (the function crashed, timed out, ...).
-                state.add_catch(caught, errors=list(STITCH_ERRORS), result_path="$.failure")
+            if state.state_id in named_errors:
+                state.add_catch(
+                    caught, errors=named_errors[state.state_id], result_path="$.failure"
+                )
             state.add_catch(caught, errors=[sfn.Errors.ALL], result_path="$.failure")
 
         check_input.when(self._input_is_valid(), apply_defaults)
@@ -536,7 +621,7 @@ class MultiArchImagePipeline(Construct):
 
     def _build_branch(self, platform: Platform) -> sfn.IChainable:
         exported = "$.Build.ExportedEnvironmentVariables[?(@.Name == '{}')].Value"
-        return self.builds[platform.slug].task(
+        build = self.builds[platform.slug].task(
             self,
             f"Build {platform.slug}",
             commit="$.commit",
@@ -554,6 +639,90 @@ class MultiArchImagePipeline(Construct):
                 "commit": sfn.JsonPath.list_at(exported.format("SOURCE_COMMIT")),
             },
         )
+        build.add_catch(
+            self._build_failure(platform), errors=[sfn.Errors.ALL], result_path="$.failure"
+        )
+        return build
+
+    def _build_failure(self, platform: Platform) -> sfn.IChainable:
+        """States that fail the branch with a cause naming the platform and ending with the
+        last lines of its build log (a failed test's output ends there).
+
+        A failed ``.sync`` build's cause is CodeBuild's build object, which names the log
+        but holds none of it; ``GetLogEvents`` reads the log's last events. Any other
+        failure (StartBuild refused, a timeout) keeps its own cause, prefixed with the
+        platform.
+        """
+        slug = platform.slug
+        log_group = self.builds[slug].log_group
+        fail = sfn.Fail(
+            self,
+            f"Build {slug} failed",
+            comment="Fails BuildPlatforms: nothing is stitched or tagged",
+            error_path="$.Error",
+            cause_path="$.Cause",
+        )
+        plain = sfn.Pass(
+            self,
+            f"Describe {slug} failure",
+            parameters={
+                "Error": sfn.JsonPath.string_at("$.failure.Error"),
+                "Cause": sfn.JsonPath.format(
+                    f"{platform.name}: {{}}", sfn.JsonPath.string_at("$.failure.Cause")
+                ),
+            },
+        )
+        parse = sfn.Pass(
+            self,
+            f"Parse {slug} build",
+            parameters={
+                "failure": sfn.JsonPath.object_at("$.failure"),
+                "build": sfn.JsonPath.string_to_json(sfn.JsonPath.string_at("$.failure.Cause")),
+            },
+        )
+        read_log = tasks.CallAwsService(
+            self,
+            f"Read {slug} build log",
+            comment="The last events of the failed build's log",
+            service="cloudwatchlogs",
+            action="getLogEvents",
+            iam_action="logs:GetLogEvents",
+            iam_resources=[log_group.log_group_arn],
+            parameters={
+                "LogGroupName": sfn.JsonPath.string_at("$.build.Build.Logs.GroupName"),
+                "LogStreamName": sfn.JsonPath.string_at("$.build.Build.Logs.StreamName"),
+                "Limit": BUILD_LOG_TAIL_EVENTS,
+                "StartFromHead": False,
+            },
+            result_selector={"lines": sfn.JsonPath.list_at("$.Events[*].Message")},
+            result_path="$.log",
+        )
+        # A log that cannot be read must not hide the build's failure.
+        read_log.add_catch(plain, errors=[sfn.Errors.ALL], result_path="$.logError")
+        with_log = sfn.Pass(
+            self,
+            f"Describe {slug} failure with its log",
+            parameters={
+                "Error": sfn.JsonPath.string_at("$.failure.Error"),
+                "Cause": sfn.JsonPath.format(
+                    f"{platform.name}: build {{}} {{}} (log {{}}); the end of its log: {{}}",
+                    sfn.JsonPath.string_at("$.build.Build.Id"),
+                    sfn.JsonPath.string_at("$.build.Build.BuildStatus"),
+                    sfn.JsonPath.string_at("$.build.Build.Logs.DeepLink"),
+                    sfn.JsonPath.json_to_string(sfn.JsonPath.list_at("$.log.lines")),
+                ),
+            },
+        )
+        is_build = sfn.Choice(self, f"Did {slug} build run")
+        is_build.when(
+            sfn.Condition.and_(
+                sfn.Condition.string_equals("$.failure.Error", sfn.Errors.TASKS_FAILED),
+                sfn.Condition.string_matches("$.failure.Cause", '{"Build":*'),
+            ),
+            parse.next(read_log).next(with_log).next(fail),
+        )
+        is_build.otherwise(plain.next(fail))
+        return is_build
 
     def _annotations(self) -> dict[str, Any]:
         annotations: dict[str, Any] = {
@@ -665,6 +834,49 @@ def _build_options(
         return PlatformBuildOptions(**given), []
     except ValueError as e:
         return None, [str(e).removeprefix("PlatformBuildOptions: ")]
+
+
+def _gate_problems(scan_gate: Any, scan_max_wait: Any) -> list[str]:
+    problems: list[str] = []
+    if scan_gate is not None and not isinstance(scan_gate, ScanGate):
+        problems.append(
+            f"scan_gate {scan_gate!r} is not a ScanGate; expected ScanGate.fail_at(Severity.HIGH), "
+            "ScanGate.report_only() or ScanGate.off()"
+        )
+    if scan_max_wait is not None:
+        # The gate polls every DEFAULT_SCAN_POLL_INTERVAL; its own check names the bounds.
+        problems += [
+            f"scan_max_wait: {problem}"
+            for problem in timing_problems(scan_max_wait, DEFAULT_SCAN_POLL_INTERVAL)
+        ]
+    return problems
+
+
+def _signing_problems(
+    signing: Any, repository: ecr.IRepository | None, repository_name: str | None
+) -> list[str]:
+    if signing is None:
+        return []
+    if not isinstance(signing, ManagedSigning):
+        return [f"signing {signing!r} is not a ManagedSigning; expected ManagedSigning(...)"]
+    names = {
+        r.repository_name
+        for r in signing.repositories
+        if not Token.is_unresolved(r.repository_name)
+    }
+    if repository is not None:
+        if any(r is repository for r in signing.repositories) or (
+            not Token.is_unresolved(repository.repository_name)
+            and repository.repository_name in names
+        ):
+            return []
+    elif repository_name is not None and repository_name in names:
+        return []
+    return [
+        "signing does not sign this pipeline's repository; pass the repository given to "
+        "ManagedSigning(repositories=[...]) as repository, or the repository_name of a "
+        "ManagedSigning repository"
+    ]
 
 
 def _execution_timeout(builds: Sequence[PlatformBuild]) -> Duration:

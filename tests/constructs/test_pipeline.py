@@ -116,6 +116,34 @@ def _build_result(slug: str, tags: list[str]) -> dict[str, Any]:
     }
 
 
+# The gate's two ECR calls, as Step Functions hands their results over (one answer for
+# every platform: a plain image manifest whose scan is complete).
+GATE_RESULTS: dict[str, Any] = {
+    "GetPlatformImage": {
+        "Images": [
+            {
+                "ImageManifest": json.dumps(
+                    {
+                        "schemaVersion": 2,
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "config": {
+                            "mediaType": "application/vnd.oci.image.config.v1+json",
+                            "digest": "sha256:" + "1" * 64,
+                            "size": 2,
+                        },
+                        "layers": [],
+                    }
+                ),
+            }
+        ],
+        "Failures": [],
+    },
+    "DescribeScanFindings": {
+        "ImageScanStatus": {"Status": "COMPLETE"},
+        "ImageScanFindings": {"FindingSeverityCounts": {"MEDIUM": 2}},
+    },
+}
+
 STITCH_RESULT = {
     "repositoryName": "hello",
     "registryId": "123456789012",
@@ -179,7 +207,9 @@ def test_stitch_is_fed_every_build_digest_and_the_tags(synth: Synth) -> None:
         {"digest.$": f"States.ArrayGetItem($[{i}].digest, 0)"} for i in range(3)
     ]
     assert selector["tags.$"] == "States.StringToJson(States.ArrayGetItem($[0].tags, 0))"
-    assert states["BuildPlatforms"]["Next"] == "Stitch"
+    # The vulnerability gate runs between the builds and the stitch.
+    assert states["BuildPlatforms"]["Next"] == "ScanGate"
+    assert states["ScanGate"]["Next"] == "Stitch"
     payload = _stitch_payload(states)
     assert payload["tags.$"] == "$.build.tags"
     assert payload["images.$"] == "$.build.images"
@@ -552,6 +582,7 @@ def test_execution_stitches_every_digest_and_publishes_the_image(
     tags = ["3f2a1bc", "latest"]
     results = {f"Build {slug}": _build_result(slug, tags) for slug in ("amd64", "arm64", "arm-v7")}
     results |= {"Stitch": STITCH_RESULT, "PublishImageEvent": {}, "NotifyFailure": {}}
+    results |= GATE_RESULTS
     # WHEN a manual start gives only the commit
     run = local_sfn.run(synth.definition(synth.emulated), {"commit": COMMIT}, results, tmp_path)
     # THEN the stitcher gets every digest and the builds' tags, and the image event follows
@@ -571,12 +602,23 @@ def test_execution_stitches_every_digest_and_publishes_the_image(
     assert entry["Detail"]["tags"] == tags
     assert entry["Detail"]["commit"] == COMMIT
     assert entry["Detail"]["platforms"] == ["linux/amd64", "linux/arm64", "linux/arm/v7"]
+    # The gate's per-platform counts travel with the image (docs/gates.md).
+    gate = entry["Detail"]["scanGate"]
+    assert gate["policy"] == "fail at CRITICAL or above"
+    assert [p["platform"] for p in gate["platforms"]] == [
+        "linux/amd64",
+        "linux/arm64",
+        "linux/arm/v7",
+    ]
+    assert {p["outcome"] for p in gate["platforms"]} == {"SCANNED"}
+    assert gate["platforms"][0]["counts"]["MEDIUM"] == 2
     assert "NotifyFailure" not in run.inputs
 
 
 def test_execution_keeps_the_branch_and_git_tag_given(synth: Synth, tmp_path: Path) -> None:
     results = {f"Build {s}": _build_result(s, ["3f2a1bc", "v1.2.0"]) for s in ("amd64", "arm64")}
     results |= {"Stitch": STITCH_RESULT, "PublishImageEvent": {}, "NotifyFailure": {}}
+    results |= GATE_RESULTS
     execution_input = {"commit": COMMIT, "branch": "", "gitTag": "v1.2.0"}
     run = local_sfn.run(synth.definition(synth.hello), execution_input, results, tmp_path)
     assert run.returncode == 0, run.stderr
@@ -589,6 +631,7 @@ def test_execution_keeps_the_branch_and_git_tag_given(synth: Synth, tmp_path: Pa
 def test_stitch_failure_is_notified_then_fails_with_its_error(synth: Synth, tmp_path: Path) -> None:
     results = {f"Build {s}": _build_result(s, ["3f2a1bc"]) for s in ("amd64", "arm64")}
     results |= {"Stitch": None, "PublishImageEvent": {}, "NotifyFailure": {}}
+    results |= GATE_RESULTS
     run = local_sfn.run(synth.definition(synth.hello), {"commit": COMMIT}, results, tmp_path)
     assert run.returncode != 0
     message = run.inputs["NotifyFailure"]["Message"]
