@@ -16,36 +16,54 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "GATE_ERROR",
+    "SIGNATURE_ERROR",
     "HelperImage",
+    "ManagedSigning",
     "ManifestStitcher",
     "MultiArchImagePipeline",
     "MultiArchRepository",
     "Platform",
     "PlatformBuild",
     "PlatformBuildOptions",
+    "RegistryScanning",
+    "ScanGate",
+    "Severity",
+    "SignatureCheck",
     "Source",
     "SourceConfig",
+    "VulnerabilityGate",
     "__version__",
 ]
 
 # public name -> submodule defining it
 _EXPORTS = {
+    "GATE_ERROR": "gates",
+    "SIGNATURE_ERROR": "signing",
     "HelperImage": "build",
+    "ManagedSigning": "signing",
     "ManifestStitcher": "stitcher",
     "MultiArchImagePipeline": "pipeline",
     "MultiArchRepository": "repository",
     "Platform": "platform",
     "PlatformBuild": "build",
     "PlatformBuildOptions": "build",
+    "RegistryScanning": "gates",
+    "ScanGate": "gates",
+    "Severity": "gates",
+    "SignatureCheck": "signing",
     "Source": "source",
     "SourceConfig": "source",
+    "VulnerabilityGate": "gates",
 }
 
 if TYPE_CHECKING:
     from .build import HelperImage, PlatformBuild, PlatformBuildOptions
+    from .gates import GATE_ERROR, RegistryScanning, ScanGate, Severity, VulnerabilityGate
     from .pipeline import MultiArchImagePipeline
     from .platform import Platform
     from .repository import MultiArchRepository
+    from .signing import SIGNATURE_ERROR, ManagedSigning, SignatureCheck
     from .source import Source, SourceConfig
     from .stitcher import ManifestStitcher
 

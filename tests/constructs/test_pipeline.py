@@ -812,15 +812,23 @@ def test_importing_the_package_loads_no_cdk_or_boto3() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert json.loads(out.strip().replace("'", '"')) == [
+        "GATE_ERROR",
+        "SIGNATURE_ERROR",
         "HelperImage",
+        "ManagedSigning",
         "ManifestStitcher",
         "MultiArchImagePipeline",
         "MultiArchRepository",
         "Platform",
         "PlatformBuild",
         "PlatformBuildOptions",
+        "RegistryScanning",
+        "ScanGate",
+        "Severity",
+        "SignatureCheck",
         "Source",
         "SourceConfig",
+        "VulnerabilityGate",
         "__version__",
     ]
 
