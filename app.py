@@ -26,6 +26,8 @@ Context (``cdk synth -c key=value`` or ``cdk.json``):
 - ``binfmtImage``: the image that installs QEMU for an emulated platform such as
   ``linux/arm/v7``, pinned by digest (``<registry>/<repository>@sha256:<hex>``); without
   it an emulated platform gets a warning, as its build would fail.
+- ``scanGate``: the vulnerability gate's policy: ``critical`` (the default), ``high``,
+  ``medium``, ``low``, ``report`` (report only) or ``off`` (docs/gates.md).
 - ``notificationEmail``: subscribe this address to the failure notifications
   (AWS sends a confirmation mail first).
 
@@ -49,11 +51,77 @@ from cdk_nag import AwsSolutionsChecks
 from constructs import Construct
 from ecr_multiarch import MultiArchImagePipeline, Platform, Source
 from ecr_multiarch.build import PlatformBuildOptions
+from ecr_multiarch.gates import ScanGate, Severity
 
 HERE = Path(__file__).resolve().parent
 HELLO = HERE / "examples" / "hello"
 STACK_ID = "EcrMultiarchHello"
 
+
+MACHINES = {
+    "linux/amd64": "x86_64",
+    "linux/arm64": "aarch64",
+    "linux/arm64/v8": "aarch64",
+    "linux/arm/v7": "armv7l",
+    "linux/ppc64le": "ppc64le",
+    "linux/s390x": "s390x",
+    "linux/riscv64": "riscv64",
+}
+"""What the hello service's ``GET /hello`` says as ``arch`` on each platform (``uname -m``)."""
+
+# Run the pushed image and ask it GET /hello. `--network host`: the container shares the
+# build's network, which works with CodeBuild's privileged dockerd (bridge network) and
+# with an engine that has no bridge at all (the local run's); two builds may run on one
+# host at once, so the port is a free one, never a fixed one.
+_TEST_SCRIPT = """set -eu
+case "$DOCKER_DEFAULT_PLATFORM" in
+@CASES@
+  *) echo "no expected architecture for $DOCKER_DEFAULT_PLATFORM" >&2; exit 1 ;;
+esac
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])')
+name="hello-test-$$-$port"
+trap 'status=$?; [ "$status" = 0 ] || docker logs "$name" 2>&1 | tail -n 20
+docker rm -f "$name" >/dev/null 2>&1 || true' EXIT
+docker run --detach --name "$name" --network host \\
+  --env HOST=127.0.0.1 --env "PORT=$port" "$IMAGE_REF" >/dev/null
+python3 - "$port" "$want" <<'PY'
+import json, sys, time, urllib.request
+port, want = sys.argv[1], sys.argv[2]
+deadline = time.monotonic() + 120
+while True:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/hello", timeout=5) as answer:
+            body = json.loads(answer.read(65536))
+        break
+    except OSError as e:
+        if time.monotonic() > deadline:
+            sys.exit(f"GET /hello: no answer within 120 s ({e})")
+        time.sleep(0.5)
+print(f"GET /hello -> {json.dumps(body)}")
+if body.get("arch") != want:
+    sys.exit(f"GET /hello answered arch {body.get('arch')!r}, expected {want!r}")
+print(f"the image answers with its own architecture, {want}")
+PY
+"""
+
+
+def hello_test_command() -> str:
+    """The per-platform test: start the service from the pushed image and check that
+    ``GET /hello`` names the platform's own architecture."""
+    cases = "\n".join(f"  {platform}) want={machine} ;;" for platform, machine in MACHINES.items())
+    return _TEST_SCRIPT.replace("@CASES@", cases)
+
+
+SCAN_GATES = {
+    "critical": ScanGate.fail_at(Severity.CRITICAL),
+    "high": ScanGate.fail_at(Severity.HIGH),
+    "medium": ScanGate.fail_at(Severity.MEDIUM),
+    "low": ScanGate.fail_at(Severity.LOW),
+    "report": ScanGate.report_only(),
+    "off": ScanGate.off(),
+}
+"""The values of the ``scanGate`` context key."""
 
 SOURCES = ("s3", "codecommit", "connection")
 """The values of the ``source`` context key."""
@@ -82,6 +150,13 @@ class HelloImagePipelineStack(cdk.Stack):
             ).split(",")
             if name.strip()
         ]
+
+        gate_name = str(self.node.try_get_context("scanGate") or "critical").lower()
+        if gate_name not in SCAN_GATES:
+            raise ValueError(
+                f"context scanGate={gate_name!r} is not a gate policy of the sample app; "
+                f"expected one of {', '.join(SCAN_GATES)}"
+            )
 
         self.code_repository: codecommit.Repository | None = None
         self.archive_bucket: s3.Bucket | None = None
@@ -121,7 +196,9 @@ class HelloImagePipelineStack(cdk.Stack):
             build_options=PlatformBuildOptions(
                 context=str(self.node.try_get_context("buildContext") or default_context),
                 binfmt_image=self.node.try_get_context("binfmtImage") or None,
+                test_command=hello_test_command(),
             ),
+            scan_gate=SCAN_GATES[gate_name],
         )
 
         email = self.node.try_get_context("notificationEmail")

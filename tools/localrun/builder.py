@@ -86,6 +86,9 @@ class BuildFaults:
     produce_platform: str | None = None
     """The build's ``TARGET_PLATFORM`` is this platform instead (a misconfigured project); its
     image carries a label saying so, so that it is not the other project's image."""
+    wrong_arch: str | None = None
+    """The checked-out service answers ``GET /hello`` with this architecture instead of its
+    own (a broken commit of examples/hello), so a platform test that checks it fails."""
 
 
 class BuildFailed(Exception):
@@ -301,6 +304,8 @@ class LocalCodeBuild:
             _break_dockerfiles(src, faults.fail)
         if faults and faults.produce_platform:
             _label_dockerfiles(src, f"built as {faults.produce_platform} by {project.name}")
+        if faults and faults.wrong_arch:
+            _misreport_arch(src, faults.wrong_arch)
         buildspec = project.buildspec
         if parameters.get("BuildspecOverride"):
             buildspec = json.loads(str(parameters["BuildspecOverride"]))
@@ -468,6 +473,18 @@ def _label_dockerfiles(src: Path, text: str) -> None:
         if dockerfile.is_file():
             with dockerfile.open("a") as handle:
                 handle.write(f"\nLABEL dev.ecr-multiarch.local-run.fault={json.dumps(text)}\n")
+
+
+def _misreport_arch(src: Path, arch: str) -> None:
+    """Make the service of every Dockerfile report ``arch`` as its machine (the last CMD wins)."""
+    code = (
+        f"import platform, runpy; platform.machine = lambda: {arch!r}; "
+        "runpy.run_path('/app/server.py', run_name='__main__')"
+    )
+    for dockerfile in src.rglob("Dockerfile*"):
+        if dockerfile.is_file():
+            with dockerfile.open("a") as handle:
+                handle.write(f"\nCMD {json.dumps(['python', '-c', code])}\n")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

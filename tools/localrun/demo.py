@@ -39,6 +39,7 @@ from .builder import build_log_tail
 from .engine import EngineError, PrivateEngine
 from .execution import ExecutionReport, Faults, LocalWorkflowRun
 from .registry import LocalRegistry
+from .scanner import ScanFindingsError, add_scan_findings_argument, parse_scan_findings
 from .service import ask_hello
 from .template import TemplateError
 from .workflow import PROJECT_ROOT, SynthError, load_workflow, synthesize
@@ -246,6 +247,67 @@ def _check_platform(skopeo: str, reference: str, entry: dict[str, Any]) -> str |
     return None
 
 
+def print_gates(report: ExecutionReport) -> None:
+    """Per platform: the result of its test (from its build log) and its scan findings."""
+    if not report.builds:
+        return
+    _print("\nRelease gates")
+    for build in sorted(report.builds, key=lambda b: str(b["platform"])):
+        _print(f"  {build['platform']:<14} test: {platform_test_result(build)}")
+    gate = _gate_result(report)
+    if gate is None:
+        return
+    _print(f"  vulnerability gate ({gate.get('policy')}):")
+    for entry in gate.get("platforms") or []:
+        counts = entry.get("counts")
+        shown = (
+            ", ".join(f"{severity} {n}" for severity, n in counts.items())
+            if isinstance(counts, dict)
+            else entry.get("summary", "")
+        )
+        _print(f"    {entry.get('platform', ''):<14} {entry.get('outcome', ''):<15} {shown}")
+    _print(f"  ({STAND_IN_NOTE})")
+
+
+STAND_IN_NOTE = (
+    "the findings come from the local stand-in for ECR's image scanner "
+    "(--scan-findings; nothing was scanned)"
+)
+
+
+def platform_test_result(build: dict[str, Any]) -> str:
+    """What the build log says about the platform test: its verdict line, or why none."""
+    log = build_log_tail(build, lines=400).splitlines()
+    answers = [line.strip() for line in log if line.startswith("GET /hello")]
+    for line in reversed(log):
+        if "the test of " in line and (" passed" in line or " failed" in line):
+            verdict = line.strip().removeprefix("error: ")
+            return f"{verdict}; {answers[-1]}" if answers else verdict
+    if build.get("BuildStatus") == "SUCCEEDED":
+        return "no test ran (no test_command)"
+    return f"build {build.get('BuildStatus')} before or during the test"
+
+
+def _gate_result(report: ExecutionReport) -> dict[str, Any] | None:
+    """The gate's result: from its state output when it passed, else from its cause."""
+    try:
+        output = report.state_output("ScanGate")
+    except KeyError:
+        output = None
+    if isinstance(output, dict) and isinstance(output.get("scanGate"), dict):
+        return dict(output["scanGate"])
+    outcomes = [
+        e["state"]["output"]
+        for e in report.events
+        if e["type"] == "StateExited"
+        and e["state"]["name"] == "CollectOutcomes"
+        and isinstance(e["state"].get("output"), dict)
+    ]
+    if outcomes:
+        return {"policy": "refused the images", "platforms": outcomes[-1].get("platforms") or []}
+    return None
+
+
 def print_failure(report: ExecutionReport) -> None:
     """What failed, the notification it sent, and the end of the failing build's log."""
     _print(f"\nThe workflow failed: {report.error}")
@@ -255,7 +317,9 @@ def print_failure(report: ExecutionReport) -> None:
         if isinstance(message, dict):
             _print(f"    failed state  {message.get('failedState')}")
             _print(f"    error         {message.get('error')}")
-            _print(f"    cause         {_short({'Cause': message.get('cause')}, limit=300)}")
+            # The whole cause: a refused gate names every platform's counts, a failed
+            # build ends with the last lines of its log.
+            _print(f"    cause         {message.get('cause')}")
         else:
             _print(f"    {str(message)[:300]}")
     for build in report.builds:
@@ -326,6 +390,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="PLATFORM",
         help="make this platform's build fail, to watch the failure path",
     )
+    add_scan_findings_argument(parser)
     parser.add_argument(
         "--source-dir",
         type=Path,
@@ -416,20 +481,33 @@ class Demo:
         """Run the execution, printing each state; DemoFailed when it fails."""
         assert self.run is not None, "prepare() first"
         args = self.args
-        faults = Faults(fail_builds={args.fail_build: "injected by --fail-build"})
-        if args.fail_build and args.fail_build not in {
-            p.target_platform for p in self.run.workflow.projects.values()
-        }:
+        built = {p.target_platform for p in self.run.workflow.projects.values()}
+        if args.fail_build and args.fail_build not in built:
             raise DemoFailed(f"--fail-build {args.fail_build}: the workflow does not build it")
+        try:
+            findings = parse_scan_findings(args.scan_findings)
+        except ScanFindingsError as e:
+            raise DemoFailed(str(e)) from e
+        unknown = sorted(set(findings) - built)
+        if unknown:
+            raise DemoFailed(
+                f"--scan-findings names {', '.join(unknown)}, which the workflow does not "
+                f"build; it builds {', '.join(sorted(built))}"
+            )
+        faults = Faults(
+            fail_builds={args.fail_build: "injected by --fail-build"} if args.fail_build else {},
+            scan_findings=findings,
+        )
         with self.timings.step(step):
             execution_input = {"commit": self.commit, "branch": args.branch, "gitTag": args.git_tag}
             if self.source_version is not None:
                 execution_input["sourceVersion"] = self.source_version
             self.report = self.run.execute(
                 execution_input,
-                faults=faults if args.fail_build else None,
+                faults=faults,
                 on_event=event_printer(time.time()),
             )
+        print_gates(self.report)
         for published in self.report.events_published:
             for entry in published["entries"]:
                 _print(
@@ -439,8 +517,28 @@ class Demo:
                 )
         if not self.report.succeeded:
             print_failure(self.report)
+            self.print_tags()
             raise DemoFailed(f"the workflow failed: {self.report.error}")
         return self.report
+
+    def print_tags(self) -> None:
+        """The repository's tags after a failure: the commit's and ``latest`` must be absent."""
+        assert self.run is not None
+        repositories = {
+            uri.split("/", 1)[1]
+            for p in self.run.workflow.projects.values()
+            if (uri := p.environment.get("IMAGE_REPO_URI", "")) and "/" in uri
+        }
+        short = self.commit[:7]
+        for repository in sorted(repositories):
+            tags = self.registry.tags(repository)
+            moved = [t for t in tags if t in (short, self.commit, "latest")]
+            verdict = (
+                f"MOVED: {', '.join(moved)}"
+                if moved
+                else f"no {short}, no latest: nothing was tagged"
+            )
+            _print(f"  tags of {repository}: {', '.join(tags) or 'none'} ({verdict})")
 
     def check(self, report: ExecutionReport) -> dict[str, Any]:
         """Print the index and check it with skopeo; DemoFailed when skopeo disagrees."""

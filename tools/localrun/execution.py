@@ -9,6 +9,12 @@ executions of the resolved definition with npm ``aws-local-stepfunctions``:
   local engine, pushing to the local registry);
 - ``lambda:invoke`` / a function ARN → :class:`~localrun.function.LocalFunction`
   (the real handler from the template, the ``oci`` adapter on the local registry);
+- ``aws-sdk:ecr:*`` (the vulnerability gate's ``batchGetImage`` and
+  ``describeImageScanFindings``) → :class:`~localrun.scanner.LocalScanner`, the stand-in
+  for ECR's scanner: it reads manifests from the local registry and answers the findings
+  the execution was given (``scan_findings``; none by default), never a real scan;
+- ``aws-sdk:cloudwatchlogs:getLogEvents`` (a failed build's last log lines) → the local
+  build's log file;
 - ``sns:publish`` and ``events:putEvents`` → recorded in ``published.json`` of the execution.
 
 Faults (:class:`Faults`) make one platform's build fail or build another
@@ -37,6 +43,7 @@ from .ecr_front import RegistryFront, tag_rules
 from .engine import PrivateEngine
 from .function import FunctionError, LocalFunction
 from .registry import LocalRegistry
+from .scanner import LocalScanner, SdkCallError, registry_manifest_reader
 from .workflow import PROJECT_ROOT, Workflow, node_bin, tool_environment
 
 RUNNER = Path(__file__).with_name("runner.js")
@@ -50,8 +57,17 @@ class Faults:
     """Platform name (e.g. ``linux/arm64``) → message its build fails with."""
     build_platform_as: Mapping[str, str] = field(default_factory=dict)
     """Platform name → the platform its build builds instead."""
+    wrong_arch: Mapping[str, str] = field(default_factory=dict)
+    """Platform name → the architecture its service answers ``GET /hello`` with instead of
+    its own (the sample app's platform test then fails that build)."""
     stitch_errors: Sequence[str] = ()
     """Error names raised by the first stitch invocations, one per invocation, in order."""
+    scan_findings: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    """Platform name → severity counts the local stand-in for ECR's scanner reports
+    (``scanner.parse_scan_findings``); a platform without an entry has no findings."""
+    scan_statuses: Mapping[str, str] = field(default_factory=dict)
+    """Platform name → the scan status the stand-in answers (``IN_PROGRESS`` for ever,
+    ``FAILED``, ...). Default: ``COMPLETE``."""
 
 
 class TaskError(Exception):
@@ -79,6 +95,8 @@ class ExecutionReport:
     events_published: list[dict[str, Any]]
     seconds: float
     directory: Path
+    scans: list[dict[str, Any]] = field(default_factory=list)
+    """The gate's ECR calls the local stand-in for ECR's scanner answered."""
 
     @property
     def succeeded(self) -> bool:
@@ -126,12 +144,26 @@ class _Services:
         self.stitch_calls = 0
         self.record: dict[str, list[dict[str, Any]]] = {}
         self.record_path: Path | None = None
+        self.scanner = LocalScanner({})
+        self.build_logs: dict[str, Path] = {}
 
     def begin(self, faults: Faults, record_path: Path) -> None:
         with self.lock:
             self.faults = faults
             self.stitch_calls = 0
-            self.record = {"builds": [], "invocations": [], "notifications": [], "events": []}
+            self.scanner = LocalScanner(
+                findings=faults.scan_findings,
+                statuses=faults.scan_statuses,
+                registry_id=self.run.workflow.resolver.env.account,
+            )
+            self.build_logs = {}
+            self.record = {
+                "builds": [],
+                "invocations": [],
+                "notifications": [],
+                "events": [],
+                "scans": [],
+            }
             self.record_path = record_path
             self._save()
 
@@ -158,6 +190,10 @@ class _Services:
             }
         if resource.startswith("arn:aws:lambda:"):
             return self._lambda(state, resource, params)
+        if resource.startswith("arn:aws:states:::aws-sdk:ecr:"):
+            return self._ecr(state, resource, params)
+        if resource == "arn:aws:states:::aws-sdk:cloudwatchlogs:getLogEvents":
+            return self._log_events(params)
         if resource.startswith("arn:aws:states:::sns:publish"):
             message = params.get("Message")
             self._append(
@@ -180,6 +216,54 @@ class _Services:
             }
         raise TaskError("States.Runtime", f"no local stand-in for task resource {resource}")
 
+    def _ecr(self, state: str, resource: str, params: Mapping[str, Any]) -> Any:
+        """The gate's ECR calls, answered by the local stand-in for ECR's scanner."""
+        scanner = self.scanner
+        if scanner.manifests is None:
+            scanner.manifests = registry_manifest_reader(
+                self.run.registry.url, str(params.get("RepositoryName", ""))
+            )
+        try:
+            result = scanner.answer(resource, params)
+        except SdkCallError as e:
+            self._append("scans", {"state": state, "input": params, "error": e.error})
+            raise TaskError(e.error, e.cause) from e
+        except ValueError as e:
+            raise TaskError("States.Runtime", str(e)) from e
+        self._append("scans", {"state": state, "input": params, "result": result})
+        return result
+
+    def _log_events(self, params: Mapping[str, Any]) -> Any:
+        """``GetLogEvents`` of a local build's log: its last ``Limit`` lines (or first, with
+        ``StartFromHead``), as CloudWatch Logs returns events."""
+        stream = str(params.get("LogStreamName", ""))
+        path = self.build_logs.get(stream)
+        if path is None or not path.exists():
+            raise TaskError(
+                "CloudWatchLogs.ResourceNotFoundException",
+                f"The specified log stream does not exist: {stream}",
+            )
+        limit = int(params.get("Limit", 10000))
+        lines = path.read_text(errors="replace").splitlines()
+        chosen = lines[:limit] if params.get("StartFromHead") else lines[-limit:]
+        now = int(time.time() * 1000)
+        return {
+            "Events": [
+                {"Timestamp": now, "IngestionTime": now, "Message": f"{line}\n"} for line in chosen
+            ],
+            "NextForwardToken": f"f/{len(lines)}",
+            "NextBackwardToken": f"b/{len(lines) - len(chosen)}",
+        }
+
+    def _record_build(self, build: Mapping[str, Any], platform: str) -> None:
+        logs = build.get("Logs") or {}
+        link = str(logs.get("DeepLink", ""))
+        if link.startswith("file://") and logs.get("StreamName"):
+            self.build_logs[str(logs["StreamName"])] = Path(link.removeprefix("file://"))
+        for variable in build.get("ExportedEnvironmentVariables") or []:
+            if variable.get("Name") == "IMAGE_DIGEST" and variable.get("Value"):
+                self.scanner.add_image(str(variable["Value"]), platform)
+
     def _codebuild(self, state: str, resource: str, params: Mapping[str, Any]) -> Any:
         if not resource.endswith(".sync"):
             raise TaskError(
@@ -190,6 +274,7 @@ class _Services:
         faults = BuildFaults(
             fail=self.faults.fail_builds.get(platform),
             produce_platform=self.faults.build_platform_as.get(platform),
+            wrong_arch=self.faults.wrong_arch.get(platform),
         )
         try:
             result = self.run.codebuild.start_build_sync(
@@ -199,10 +284,12 @@ class _Services:
                 faults=faults,
             )
         except BuildFailed as e:
+            self._record_build(e.build, platform)
             self._append("builds", {"state": state, "platform": platform, **e.build})
             raise TaskError("States.TaskFailed", str(e)) from e
         except BuildspecError as e:
             raise TaskError("States.TaskFailed", str(e)) from e
+        self._record_build(result["Build"], platform)
         self._append("builds", {"state": state, "platform": platform, **result["Build"]})
         return result
 
@@ -276,11 +363,13 @@ class LocalWorkflowRun:
         workdir: Path | None = None,
         project_dir: Path = PROJECT_ROOT,
         retry_interval_ms: int | None = 100,
+        wait_ms: int | None = 100,
     ) -> None:
         self.workflow = workflow
         self.registry = registry
         self.project_dir = project_dir
         self.retry_interval_ms = retry_interval_ms
+        self.wait_ms = wait_ms
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="ecr-multiarch-run-")
@@ -419,9 +508,26 @@ class LocalWorkflowRun:
             if state.get("Retry")
         }
 
+    def wait_overrides(self) -> dict[str, int]:
+        """Every Wait state shortened to ``wait_ms`` (the gate's polls; None keeps them)."""
+        if self.wait_ms is None:
+            return {}
+        return {
+            name: self.wait_ms
+            for name, state in self.workflow.states().items()
+            if state.get("Type") == "Wait"
+        }
+
     def _check_faults(self, faults: Faults) -> None:
         built = {p.target_platform for p in self.workflow.projects.values()}
-        unknown = sorted((set(faults.fail_builds) | set(faults.build_platform_as)) - built)
+        named = (
+            set(faults.fail_builds)
+            | set(faults.build_platform_as)
+            | set(faults.wrong_arch)
+            | set(faults.scan_findings)
+            | set(faults.scan_statuses)
+        )
+        unknown = sorted(named - built)
         if unknown:
             raise ValueError(
                 f"faults name platforms {unknown} that this workflow does not build; "
@@ -440,6 +546,7 @@ class LocalWorkflowRun:
             "input": dict(execution_input),
             "servicesUrl": self.services_url,
             "retryIntervalOverrides": self.retry_overrides(),
+            "waitTimeOverrides": self.wait_overrides(),
             "context": {
                 "Execution": {
                     "Id": execution_arn,
@@ -523,6 +630,7 @@ class LocalWorkflowRun:
             events_published=published["events"],
             seconds=seconds,
             directory=directory,
+            scans=published["scans"],
         )
 
     def _lines(self, timeout: float) -> Iterator[bytes]:

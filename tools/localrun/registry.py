@@ -8,6 +8,7 @@ children are missing, which no mock does faithfully.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -18,6 +19,8 @@ from pathlib import Path
 from types import TracebackType
 
 import requests
+
+MAX_TAG_LIST_BYTES = 1024 * 1024
 
 REGISTRY_BINARY = "docker-registry"
 
@@ -131,6 +134,20 @@ class LocalRegistry:
         if self._dir is not None and not keep_dir:
             self._dir.cleanup()
             self._dir = None
+
+    def tags(self, repository: str, *, timeout: float = 10.0) -> list[str]:
+        """The tags of ``repository`` (none when it does not exist), read within ``timeout``
+        seconds and at most 1 MiB."""
+        with requests.get(
+            f"{self.url}/v2/{repository}/tags/list", timeout=timeout, stream=True
+        ) as response:
+            if response.status_code == 404:
+                return []
+            response.raise_for_status()
+            body = response.raw.read(MAX_TAG_LIST_BYTES + 1, decode_content=True)
+        if len(body) > MAX_TAG_LIST_BYTES:
+            raise RuntimeError(f"the tag list of {repository} is over {MAX_TAG_LIST_BYTES} bytes")
+        return sorted(json.loads(body).get("tags") or [])
 
     def __enter__(self) -> LocalRegistry:
         return self.start()

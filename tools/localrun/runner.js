@@ -1,7 +1,7 @@
 // Runs one execution of a state machine definition with aws-local-stepfunctions.
 //
 // Usage: node runner.js DEFINITION.json, then one line of JSON on stdin:
-// {input, context, servicesUrl, retryIntervalOverrides}
+// {input, context, servicesUrl, retryIntervalOverrides, waitTimeOverrides}
 //
 // The definition is loaded and validated before the run's line arrives (a
 // {"type": "RunnerReady"} line says so), so a runner can be started ahead of
@@ -82,6 +82,7 @@ async function main() {
     overrides: {
       taskResourceLocalHandlers: handlers,
       retryIntervalOverrides: config.retryIntervalOverrides || {},
+      waitTimeOverrides: config.waitTimeOverrides || {},
     },
     context: config.context,
   });

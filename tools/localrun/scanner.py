@@ -188,6 +188,9 @@ class LocalScanner:
     manifests: ManifestReader | None = None
     """Reads manifests for ``BatchGetImage``. Default: none (that call then fails)."""
     registry_id: str = "000000000000"
+    statuses: Mapping[str, str] = field(default_factory=dict)
+    """The scan status answered for a platform (``IN_PROGRESS`` for ever, ``FAILED``,
+    ``UNSUPPORTED_IMAGE``, ...), to drive the gate's other paths. Default: ``COMPLETE``."""
 
     def check_platforms(self, platforms: Sequence[str]) -> None:
         """Refuse findings for a platform the run does not build (a typo would pass unseen)."""
@@ -214,13 +217,15 @@ class LocalScanner:
                 f"repository with name '{request['repositoryName']}' in the local run",
             )
         counts = {s: n for s, n in self.findings.get(platform, {}).items() if n}
-        response = {
+        status = self.statuses.get(platform, "COMPLETE")
+        response: dict[str, Any] = {
             "registryId": request.get("registryId", self.registry_id),
             "repositoryName": request["repositoryName"],
             "imageId": {"imageDigest": digest},
-            "imageScanStatus": {"status": "COMPLETE", "description": STAND_IN},
-            "imageScanFindings": {"findingSeverityCounts": counts, "findings": []},
+            "imageScanStatus": {"status": status, "description": STAND_IN},
         }
+        if status == "COMPLETE":
+            response["imageScanFindings"] = {"findingSeverityCounts": counts, "findings": []}
         validate_response(DESCRIBE_SCAN_FINDINGS, response)
         return response
 
