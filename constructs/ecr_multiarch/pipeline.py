@@ -25,6 +25,7 @@ from manifest_stitcher import grammar
 
 from .build import MAX_TIMEOUT as MAX_BUILD_TIMEOUT
 from .build import PlatformBuild, PlatformBuildOptions
+from .buildspec_commands import LOG_TAIL_LINES
 from .gates import DEFAULT_MAX_WAIT as DEFAULT_SCAN_MAX_WAIT
 from .gates import DEFAULT_POLL_INTERVAL as DEFAULT_SCAN_POLL_INTERVAL
 from .gates import DEFAULT_SCAN_GATE, GATE_ERROR, ScanGate, VulnerabilityGate, timing_problems
@@ -58,8 +59,9 @@ MAX_COMMIT_LENGTH = 64  # a SHA-256 object name
 MAX_EXTRA_TAGS_NEW_REPOSITORY = 3
 MAX_TIMEOUT = Duration.days(365)
 _DEFAULT_PLATFORMS = (Platform.LINUX_AMD64, Platform.LINUX_ARM64)
-BUILD_LOG_TAIL_EVENTS = 20
-"""How many of a failed build's last log events its notification ends with."""
+BUILD_LOG_TAIL_EVENTS = LOG_TAIL_LINES + 10
+"""How many of a failed build's last log events its notification ends with: a failed test's
+error line with the last lines of its output, and CodeBuild's closing lines after them."""
 
 
 class MultiArchImagePipeline(Construct):

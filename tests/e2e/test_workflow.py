@@ -203,16 +203,21 @@ def test_a_failed_build_notifies_and_leaves_no_index(
     assert "Stitch" not in entered
     assert report.invocations == []
 
-    # AND the notification names the failed state and carries CodeBuild's failed build
+    # AND the notification names the failed state, the platform and CodeBuild's failed
+    # build, and ends with the end of the build's log
     (note,) = report.notifications
     message = note["message"]
     assert message["failedState"] == "BuildPlatforms"
     assert message["error"] == "States.TaskFailed"
-    build = json.loads(message["cause"])["Build"]
-    assert build["BuildStatus"] == "FAILED"
     arm64 = next(
         p for p in local_run.workflow.projects.values() if p.target_platform == "linux/arm64"
     )
+    cause = message["cause"]
+    assert cause.startswith(f"linux/arm64: build {arm64.name}:")
+    assert " FAILED (log file://" in cause
+    assert "exit-status-2-in-RUN-make.missing" in cause.split("; the end of its log: ", 1)[1]
+    (build,) = [b for b in report.builds if b["platform"] == "linux/arm64"]
+    assert build["BuildStatus"] == "FAILED"
     assert build["ProjectName"] == arm64.name
     assert {"PhaseType": "BUILD", "PhaseStatus": "FAILED"}.items() <= next(
         p for p in build["Phases"] if p["PhaseType"] == "BUILD"
