@@ -1,4 +1,6 @@
-"""A CDK app of someone who installed ecr-multiarch: every Source kind, an emulated platform.
+"""A CDK app of someone who installed ecr-multiarch: every Source kind, an emulated platform,
+the release gates (a per-platform test, a stricter vulnerability gate, registry scanning,
+managed signing).
 
 It acknowledges nothing itself: whatever cdk-nag's AwsSolutions checks find in it must be
 acknowledged by the constructs. Imported by the tests (``build_app``) and run as a script
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_codebuild as codebuild
@@ -21,7 +24,16 @@ from cdk_nag import AwsSolutionsChecks
 
 import ecr_multiarch
 from constructs import Construct
-from ecr_multiarch import MultiArchImagePipeline, Platform, Source
+from ecr_multiarch import (
+    ManagedSigning,
+    MultiArchImagePipeline,
+    MultiArchRepository,
+    Platform,
+    RegistryScanning,
+    ScanGate,
+    Severity,
+    Source,
+)
 from ecr_multiarch.build import HelperImage, PlatformBuildOptions
 
 STACK = "Consumer"
@@ -58,12 +70,26 @@ class ConsumerStack(cdk.Stack):
             server_access_logs_prefix="archives/",
         )
         mirror = ecr.Repository(self, "Mirror", repository_name="mirror/binfmt")
-        emulation = PlatformBuildOptions(binfmt_image=HelperImage.from_ecr(mirror, BINFMT_DIGEST))
+        emulation = PlatformBuildOptions(
+            binfmt_image=HelperImage.from_ecr(mirror, BINFMT_DIGEST),
+            test_command='docker run --rm "$IMAGE_REF" python -c "print(1)"',
+        )
+        # The hand-started pipeline signs its images and gates at HIGH; its repository
+        # is made first, since the signing rule names it.
+        signed = MultiArchRepository(self, "SignedImages", cache_platforms=(Platform.LINUX_ARM64,))
+        signing = ManagedSigning(self, "Signing", repositories=[signed])
+        RegistryScanning(self, "Scanning", repositories=[signed], enhanced=True)
         sources = {
             "FromCodeCommit": Source.code_commit(code),
             "FromGitHub": Source.connection(CONNECTION_ARN, "octo", "svc"),
             "FromArchive": Source.s3(archives, "svc.zip"),
             "ByHand": Source.manual(codebuild.Source.git_hub(owner="octo", repo="svc")),
+        }
+        # The hand-started pipeline signs its images into its own repository and gates at HIGH.
+        gates: dict[str, Any] = {
+            "repository": signed,
+            "signing": signing,
+            "scan_gate": ScanGate.fail_at(Severity.HIGH),
         }
         self.pipelines = {
             name: MultiArchImagePipeline(
@@ -73,6 +99,7 @@ class ConsumerStack(cdk.Stack):
                 # One pipeline with an emulated platform; the others arm64 only (a faster synth).
                 platforms=EMULATED if name == "FromGitHub" else (Platform.LINUX_ARM64,),
                 build_options=emulation if name == "FromGitHub" else None,
+                **(gates if name == "ByHand" else {}),
             )
             for name, source in sources.items()
         }

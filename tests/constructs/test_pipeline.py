@@ -21,7 +21,15 @@ from aws_cdk import aws_sns as sns
 from aws_cdk.assertions import Annotations, Match, Template
 
 import ecr_multiarch
-from ecr_multiarch import MultiArchImagePipeline, Platform, Source
+from ecr_multiarch import (
+    HelperImage,
+    ManagedSigning,
+    MultiArchImagePipeline,
+    Platform,
+    ScanGate,
+    Severity,
+    Source,
+)
 from ecr_multiarch.build import PlatformBuildOptions
 from manifest_stitcher import errors
 
@@ -813,7 +821,6 @@ def test_importing_the_package_loads_no_cdk_or_boto3() -> None:
     ).stdout
     assert json.loads(out.strip().replace("'", '"')) == [
         "GATE_ERROR",
-        "SIGNATURE_ERROR",
         "HelperImage",
         "ManagedSigning",
         "ManifestStitcher",
@@ -823,6 +830,7 @@ def test_importing_the_package_loads_no_cdk_or_boto3() -> None:
         "PlatformBuild",
         "PlatformBuildOptions",
         "RegistryScanning",
+        "SIGNATURE_ERROR",
         "ScanGate",
         "Severity",
         "SignatureCheck",
@@ -876,3 +884,219 @@ def test_event_rules_may_start_only_their_own_state_machine(synth: Synth) -> Non
                 }
             ]
         ]
+
+
+# ------------------------------------------------------------------ release gates
+
+
+def _role_statements(raw: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    return [
+        statement
+        for resource in raw["Resources"].values()
+        if resource["Type"] == "AWS::IAM::Policy"
+        and {"Ref": role} in resource["Properties"]["Roles"]
+        for statement in resource["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def _actions(statement: dict[str, Any]) -> set[str]:
+    actions = statement["Action"]
+    return {actions} if isinstance(actions, str) else set(actions)
+
+
+def test_the_gate_may_read_exactly_its_images_and_scans_in_exactly_the_repository(
+    synth: Synth,
+) -> None:
+    role = synth.logical_id(synth.hello.state_machine.role)
+    repository = synth.logical_id(synth.hello.repository)
+    ecr_statements = [
+        s
+        for s in _role_statements(synth.raw, role)
+        if any(a.startswith("ecr:") for a in _actions(s))
+    ]
+    assert sorted(
+        (sorted(_actions(s)), json.dumps(s["Resource"], sort_keys=True)) for s in ecr_statements
+    ) == [
+        (["ecr:BatchGetImage"], json.dumps({"Fn::GetAtt": [repository, "Arn"]}, sort_keys=True)),
+        (
+            ["ecr:DescribeImageScanFindings"],
+            json.dumps({"Fn::GetAtt": [repository, "Arn"]}, sort_keys=True),
+        ),
+    ]
+
+
+def test_the_workflow_may_read_only_its_builds_logs(synth: Synth) -> None:
+    role = synth.logical_id(synth.hello.state_machine.role)
+    log_reads = [s for s in _role_statements(synth.raw, role) if "logs:GetLogEvents" in _actions(s)]
+    groups = sorted(synth.logical_id(build.log_group) for build in synth.hello.builds.values())
+    assert log_reads
+    resources = []
+    for statement in log_reads:
+        assert _actions(statement) == {"logs:GetLogEvents"}
+        found = statement["Resource"]
+        resources += found if isinstance(found, list) else [found]
+    assert sorted(r["Fn::GetAtt"][0] for r in resources) == groups
+
+
+def test_the_gate_is_fail_at_critical_by_default_and_bounded(synth: Synth) -> None:
+    states = _states(synth, synth.hello)
+    gate = states["ScanGate"]
+    assert gate["Type"] == "Parallel"
+    assert "fail at CRITICAL or above" in gate["Comment"]
+    assert [c["ErrorEquals"] for c in gate["Catch"]] == [
+        ["VulnerabilityGateFailed"],
+        ["States.ALL"],
+    ]
+    assert {c["Next"] for c in gate["Catch"]} == {"ScanGateFailed"}
+    # 5 minutes of 10-second polls (docs/gates.md)
+    scan = _scan_states(states)
+    assert scan["ScanPollsLeft"]["Choices"][0]["NumericLessThan"] == 30
+    describe = scan["DescribeScanFindings"]
+    assert describe["Resource"] == "arn:aws:states:::aws-sdk:ecr:describeImageScanFindings"
+    assert describe["Parameters"]["ImageId"] == {"ImageDigest.$": "$.digest"}
+
+
+def test_a_failed_build_reads_its_own_log_for_the_notification(synth: Synth) -> None:
+    states = _states(synth, synth.hello)
+    build = states["Build arm64"]
+    assert build["Catch"] == [
+        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.failure", "Next": "Did arm64 build run"}
+    ]
+    read = states["Read arm64 build log"]
+    assert read["Resource"] == "arn:aws:states:::aws-sdk:cloudwatchlogs:getLogEvents"
+    assert read["Parameters"]["StartFromHead"] is False
+    assert read["Parameters"]["Limit"] == 50
+    assert states["Build arm64 failed"]["Type"] == "Fail"
+
+
+def _scan_states(states: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The states of one platform's scan (the gate's Map iteration)."""
+    (branch,) = states["ScanGate"]["Branches"]
+    return dict(branch["States"]["WaitForScans"]["ItemProcessor"]["States"])
+
+
+def _gated(**kwargs: Any) -> tuple[cdk.Stack, MultiArchImagePipeline, dict[str, Any]]:
+    app = cdk.App()
+    stack = cdk.Stack(app, "Gated")
+    pipeline = MultiArchImagePipeline(
+        stack, "Pipeline", source=Source.manual(), platforms=[Platform.LINUX_ARM64], **kwargs
+    )
+    return stack, pipeline, app.synth().get_stack_by_name("Gated").template
+
+
+def test_an_off_gate_is_a_pass_state_and_the_event_says_off() -> None:
+    stack, pipeline, raw = _gated(scan_gate=ScanGate.off())
+    resource = raw["Resources"][stack.get_logical_id(pipeline.state_machine.node.default_child)]
+    definition = json.loads(resolve(resource["Properties"]["DefinitionString"], raw["Resources"]))
+    states = all_states(definition)
+    assert states["ScanGate"]["Type"] == "Pass"
+    assert states["ScanGate"]["Result"] == {"policy": "off", "platforms": []}
+    assert "DescribeScanFindings" not in states
+    assert "ScanGateFailed" not in states
+    role = stack.get_logical_id(pipeline.state_machine.role.node.default_child)
+    assert not any(
+        "ecr:DescribeImageScanFindings" in _actions(s) for s in _role_statements(raw, role)
+    )
+
+
+def test_signing_grants_the_pushers_and_checks_before_the_event() -> None:
+    app = cdk.App()
+    stack = cdk.Stack(app, "Signed")
+    repository = ecr.Repository(stack, "Images")
+    signing = ManagedSigning(stack, "Signing", repositories=[repository])
+    pipeline = MultiArchImagePipeline(
+        stack,
+        "Pipeline",
+        source=Source.manual(),
+        platforms=[Platform.LINUX_ARM64],
+        repository=repository,
+        signing=signing,
+    )
+    raw = app.synth().get_stack_by_name("Signed").template
+    resource = raw["Resources"][stack.get_logical_id(pipeline.state_machine.node.default_child)]
+    definition = json.loads(resolve(resource["Properties"]["DefinitionString"], raw["Resources"]))
+    states = all_states(definition)
+    assert states["Stitch"]["Next"] == "CheckSignatures"
+    assert states["CheckSignatures"]["Next"] == "PublishImageEvent"
+    assert [c["ErrorEquals"] for c in states["CheckSignatures"]["Catch"]] == [
+        ["ImageSignatureMissing"],
+        ["States.ALL"],
+    ]
+    detail = states["PublishImageEvent"]["Parameters"]["Entries"][0]["Detail"]
+    assert detail["signatures.$"] == "$.signatures"
+    profile = stack.get_logical_id(signing.signing_profile.node.default_child)
+    pushers = [
+        stack.get_logical_id(pipeline.builds["arm64"].project.role.node.default_child),
+        stack.get_logical_id(pipeline.stitcher.function.role.node.default_child),
+    ]
+    for role in pushers:
+        signs = [s for s in _role_statements(raw, role) if "signer:SignPayload" in _actions(s)]
+        assert [s["Resource"] for s in signs] == [
+            {"Fn::GetAtt": [profile, "ProfileVersionArn"]}
+        ] or [s["Resource"] for s in signs] == [{"Fn::GetAtt": [profile, "Arn"]}], signs
+
+
+def test_signing_of_another_repository_is_refused() -> None:
+    stack = cdk.Stack(cdk.App(), "Mismatch")
+    other = ecr.Repository(stack, "Other", repository_name="other")
+    signing = ManagedSigning(stack, "Signing", repositories=[other])
+    with pytest.raises(ValueError, match="signing does not sign this pipeline's repository"):
+        MultiArchImagePipeline(stack, "Pipeline", source=Source.manual(), signing=signing)
+    assert stack.node.try_find_child("Pipeline") is None
+
+
+def test_signing_by_repository_name_is_accepted() -> None:
+    stack = cdk.Stack(cdk.App(), "ByName")
+    signing = ManagedSigning(
+        stack,
+        "Signing",
+        repositories=[ecr.Repository.from_repository_name(stack, "Named", "hello")],
+    )
+    pipeline = MultiArchImagePipeline(
+        stack, "Pipeline", source=Source.manual(), repository_name="hello", signing=signing
+    )
+    assert pipeline.signature_check is not None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"scan_gate": "CRITICAL"}, r"scan_gate 'CRITICAL' is not a ScanGate"),
+        ({"scan_max_wait": cdk.Duration.hours(7)}, r"scan_max_wait: max_wait 7 hours"),
+        ({"scan_max_wait": cdk.Duration.seconds(5)}, r"scan_max_wait: poll_interval 10 seconds"),
+        ({"signing": "yes"}, r"signing 'yes' is not a ManagedSigning"),
+    ],
+)
+def test_invalid_gate_props_are_rejected(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _pipeline(**kwargs)
+
+
+def test_a_custom_scan_max_wait_bounds_the_polls() -> None:
+    stack, pipeline, raw = _gated(
+        scan_gate=ScanGate.fail_at(Severity.HIGH), scan_max_wait=cdk.Duration.minutes(1)
+    )
+    resource = raw["Resources"][stack.get_logical_id(pipeline.state_machine.node.default_child)]
+    states = all_states(
+        json.loads(resolve(resource["Properties"]["DefinitionString"], raw["Resources"]))
+    )
+    assert _scan_states(states)["ScanPollsLeft"]["Choices"][0]["NumericLessThan"] == 6
+    assert "fail at HIGH or above" in states["ScanGate"]["Comment"]
+
+
+def test_the_sbom_and_the_test_reach_every_build() -> None:
+    stack, pipeline, raw = _gated(
+        build_options=PlatformBuildOptions(
+            sbom_generator=HelperImage.from_registry("registry.example/sbom@sha256:" + "9" * 64),
+            test_command='docker run --rm "$IMAGE_REF" true',
+        )
+    )
+    project = raw["Resources"][
+        stack.get_logical_id(pipeline.builds["arm64"].project.node.default_child)
+    ]
+    variables = {
+        v["Name"]: v.get("Value")
+        for v in project["Properties"]["Environment"]["EnvironmentVariables"]
+    }
+    assert variables["SBOM_GENERATOR"] == "registry.example/sbom@sha256:" + "9" * 64
+    assert variables["TEST_COMMAND"] == 'docker run --rm "$IMAGE_REF" true'
