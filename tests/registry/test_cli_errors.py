@@ -253,4 +253,6 @@ def test_the_timeout_bounds_the_whole_command(capsys: pytest.CaptureFixture[str]
         started = time.monotonic()
         _fails(capsys, ["inspect", f"{host}/hello:v1", "--timeout", "1.5"], 6,
                "RegistryUnavailable", "deadline of 1.5 s (--timeout 1.5)")  # fmt: skip
-        assert time.monotonic() - started < 1.5 + 2
+        # Generous margin: the bound proves the command ends near its deadline (not after a
+        # read timeout of its own), whatever else loads the machine.
+        assert time.monotonic() - started < 1.5 + 5
