@@ -651,7 +651,8 @@ class MultiArchImagePipeline(Construct):
         last lines of its build log (a failed test's output ends there).
 
         A failed ``.sync`` build's cause is CodeBuild's build object, which names the log
-        but holds none of it; ``GetLogEvents`` reads the log's last events. Any other
+        but holds none of it; ``GetLogEvents`` reads the log's last events
+        (docs/aws-assumptions.md#codebuild-sync-failure-cause). Any other
         failure (StartBuild refused, a timeout) keeps its own cause, prefixed with the
         platform.
         """
